@@ -1,0 +1,87 @@
+"""The ``cv-assets`` command line. Heavy imports happen inside each command, so it starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.synth import format_shift, parse_shift, write_batches
+
+    cfg = PlatformConfig.from_env()
+    landing = args.landing or cfg.landing_root
+    if landing.startswith("s3://"):
+        raise SystemExit("cv-assets synth writes to a local folder; sync it to S3 afterwards")
+    shift = parse_shift(args.shift or [], cfg.classes)
+    summaries = write_batches(
+        Path(landing),
+        batches=args.batches,
+        images_per_batch=args.images_per_batch,
+        seed=args.seed,
+        shift=shift,
+        corrupt_fraction=args.corrupt_fraction,
+        quirk_fraction=args.quirk_fraction,
+        size=args.size,
+        prefix=args.prefix,
+        classes=cfg.classes,
+    )
+    for s in summaries:
+        print(
+            f"{s.batch_id}: {s.files_landed} items ({len(s.faults)} faulty, {len(s.quirks)} quirky)"
+            f" shift[{format_shift(shift, cfg.classes)}] -> {s.path}"
+        )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cv_assets.status import collect_status, render_status
+
+    s = collect_status()
+    print(json.dumps(s, indent=2, default=str) if args.json else render_status(s))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cv-assets", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write synthetic labelled batches in the landing contract")
+    s.add_argument("--landing", help="landing root (default: $CV_ASSETS_HOME/landing)")
+    s.add_argument("--batches", type=int, default=1)
+    s.add_argument("--images-per-batch", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--shift",
+        action="append",
+        metavar="KEY=VALUE",
+        help="brightness=0.25, contrast=0.7, blur=2, scale=1.5, class_mix=square:3,circle:1 "
+        "(repeatable)",
+    )
+    s.add_argument("--corrupt-fraction", type=float, default=0.0)
+    s.add_argument("--quirk-fraction", type=float, default=0.0)
+    s.add_argument("--size", type=int, default=640, help="image side in pixels")
+    s.add_argument("--prefix", default="batch")
+    s.set_defaults(func=_synth)
+
+    st = sub.add_parser("status", help="batches, datasets, models, champion and drift")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_status)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as e:
+        print(f"cv-assets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

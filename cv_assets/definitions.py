@@ -1,0 +1,19 @@
+"""The single entry point: every asset group's definitions, plus the platform's resources."""
+
+import warnings
+
+import dagster as dg
+
+from cv_assets.defs.ingest import definitions as ingest
+from cv_assets.lib.settings import PlatformConfig
+from cv_assets.resources.environment import platform_resources
+
+# Output(data_version=...) is marked beta; it is what makes staleness in the UI truthful.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+
+def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
+    return dg.Definitions.merge(ingest.defs, dg.Definitions(resources=platform_resources(cfg)))
+
+
+defs = build_defs()

@@ -1,0 +1,1 @@
+"""One package per asset group; ``cv_assets.definitions`` merges their ``defs``."""

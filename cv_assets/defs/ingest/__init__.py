@@ -1,0 +1,1 @@
+"""Intake: landed batches become immutable raw copies, validated samples and features."""

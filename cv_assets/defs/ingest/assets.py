@@ -1,0 +1,149 @@
+"""Intake assets: raw copy, validation (with quarantine) and per-image features of each batch."""
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.defs.ingest.checks import ACCEPTANCE_CHECK, acceptance_result
+from cv_assets.defs.ingest.config import IntakeConfig
+from cv_assets.defs.ingest.partitions import batches
+from cv_assets.lib.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS, ingest_batch, table_bytes
+from cv_assets.lib.landing import BatchRefused, Manifest
+from cv_assets.lib.raw import DedupIndex, copy_raw_batch
+from cv_assets.lib.report import md_table
+from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
+
+OWNERS = ["team:ml-platform"]
+RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="ingest",
+    kinds={"python"},
+    owners=OWNERS,
+    code_version="1",
+    retry_policy=RETRY,
+)
+def raw_batch(
+    context: dg.AssetExecutionContext,
+    landing: LandingZoneResource,
+    artifacts: ArtifactStoreResource,
+    settings: PlatformSettings,
+) -> dg.Output[dict[str, Any]]:
+    """Immutable copy of one landed batch, with a manifest of every file's sha256."""
+    store = artifacts.store
+    try:
+        rec = copy_raw_batch(landing.zone, store, context.partition_key, settings.classes)
+    except BatchRefused as e:
+        raise dg.Failure(description=f"refused: {e}", allow_retries=False) from None
+    context.log.info("%s: %d files copied", rec["batch_id"], rec["n_files"])
+    return dg.Output(
+        rec,
+        data_version=dg.DataVersion(rec["manifest_sha256"]),
+        metadata={
+            "files": rec["n_files"],
+            "bytes": rec["n_bytes"],
+            "manifest_sha256": rec["manifest_sha256"],
+            "manifest": dg.MetadataValue.path(rec["manifest_uri"]),
+            "reused_existing_copy": rec["reused"],
+        },
+    )
+
+
+@dg.multi_asset(
+    outs={
+        "validated_batch": dg.AssetOut(
+            description="Accepted, standardised samples of a batch, and a quarantine table with a "
+            "reason for every rejected file.",
+            kinds={"pandera", "parquet"},
+            owners=OWNERS,
+            code_version="1",
+        ),
+        "batch_features": dg.AssetOut(
+            description="One row per accepted image: brightness, contrast, sharpness, size, box "
+            "count, box sizes and aspect by class.",
+            kinds={"parquet"},
+            owners=OWNERS,
+            code_version="1",
+        ),
+    },
+    partitions_def=batches,
+    group_name="ingest",
+    check_specs=[ACCEPTANCE_CHECK],
+    # Duplicate detection compares against batches validated earlier: one batch at a time.
+    pool="cv_assets_intake",
+    retry_policy=RETRY,
+)
+def intake(
+    context: dg.AssetExecutionContext,
+    config: IntakeConfig,
+    raw_batch: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    settings: PlatformSettings,
+):
+    """Decode every image, validate labels with pandera, standardise, quarantine and measure."""
+    store, bid = artifacts.store, context.partition_key
+    manifest = Manifest.from_dict(
+        json.loads(store.get_bytes(store.key_of(raw_batch["manifest_uri"])))
+    )
+    files_key, out_key = raw_batch["files_key"], f"std/{bid}"
+    dedup = DedupIndex(store)
+    res = ingest_batch(
+        bid,
+        manifest,
+        read=lambda rel: store.get_bytes(f"{files_key}/{rel}"),
+        write=lambda key, data: store.put_bytes(f"{out_key}/{key}", data).uri,
+        seen=dedup.seen_before(bid),
+        classes=settings.classes,
+        limits=config.limits(),
+    )
+    dedup.record(bid, {s["sha256"]: s["source"] for s in res.samples})
+    samples = store.put_bytes(
+        f"validated/{bid}/samples.parquet", table_bytes(res.samples, SAMPLE_COLUMNS)
+    )
+    quarantine = store.put_bytes(
+        f"validated/{bid}/quarantine.parquet", table_bytes(res.quarantine, QUARANTINE_COLUMNS)
+    )
+    features = store.put_bytes(f"features/{bid}/features.parquet", table_bytes(res.features))
+    counts = {"landed": res.landed, "accepted": res.accepted, "quarantined": len(res.quarantine)}
+    reasons = md_table(res.top_reasons(), ["rule", "items"])
+    preview = md_table([(q["item"], q["reason"]) for q in res.quarantine[:20]], ["file", "reason"])
+    validated = {
+        "batch_id": bid,
+        "manifest_sha256": raw_batch["manifest_sha256"],
+        "samples": samples.as_dict(),
+        "quarantine": quarantine.as_dict(),
+        "images_prefix": f"{out_key}/images",
+        "classes": settings.classes,
+        **counts,
+    }
+    yield dg.Output(
+        validated,
+        output_name="validated_batch",
+        data_version=dg.DataVersion(samples.sha256),
+        metadata=counts
+        | {
+            "acceptance_rate": round(res.acceptance_rate, 4),
+            "top_reasons": dg.MetadataValue.md(reasons),
+            "quarantine_preview": dg.MetadataValue.md(preview),
+            "samples": dg.MetadataValue.path(samples.uri),
+            "samples_sha256": samples.sha256,
+            "quarantine_table": dg.MetadataValue.path(quarantine.uri),
+            "quarantine_sha256": quarantine.sha256,
+            "manifest_sha256": raw_batch["manifest_sha256"],
+            "images_per_second": round(res.landed / res.seconds, 1) if res.seconds else 0.0,
+        },
+    )
+    yield dg.Output(
+        {"batch_id": bid, "features": features.as_dict(), "rows": len(res.features)},
+        output_name="batch_features",
+        data_version=dg.DataVersion(features.sha256),
+        metadata={
+            "rows": len(res.features),
+            "features": dg.MetadataValue.path(features.uri),
+            "features_sha256": features.sha256,
+        },
+    )
+    yield acceptance_result(res.acceptance_rate, config.min_acceptance_rate, counts, reasons)

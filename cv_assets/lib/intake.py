@@ -1,0 +1,279 @@
+"""Intake of one landed batch: every file becomes an accepted sample or a quarantine row.
+
+Nothing is dropped: each landed item (an image, a label file with no image, or a stray file) ends
+up in exactly one of the two tables, so ``accepted + quarantined == landed`` always holds. Images
+are streamed one at a time: memory stays flat whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from cv_assets.lib.images import (
+    ImageLimits,
+    ImageRejected,
+    decode_image,
+    image_stats,
+    standard_image_bytes,
+)
+from cv_assets.lib.labels import (
+    LabelFile,
+    canonical_label_text,
+    label_table,
+    parse_label_file,
+    validate_labels,
+)
+from cv_assets.lib.landing import Manifest, ManifestEntry
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
+LABEL_EXTS = {".txt"}
+PORTABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+
+
+@dataclass
+class Item:
+    """One landed thing that must be accounted for."""
+
+    kind: str  # "sample", "orphan_label" or "stray"
+    stem: str
+    image: ManifestEntry | None = None
+    label: ManifestEntry | None = None
+    note: str = ""
+
+    @property
+    def path(self) -> str:
+        entry = self.image or self.label
+        return entry.path if entry else self.stem
+
+
+def is_portable_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return all(PORTABLE_NAME.fullmatch(p) and p not in (".", "..") for p in parts)
+
+
+def plan_items(manifest: Manifest) -> list[Item]:
+    """Pair images with labels by stem; everything else is an orphan or a stray."""
+    images: dict[str, ManifestEntry] = {}
+    labels: dict[str, ManifestEntry] = {}
+    items: list[Item] = []
+    for e in manifest.entries:
+        p = PurePosixPath(e.path)
+        top = p.parts[0] if len(p.parts) > 1 else ""
+        ext = p.suffix.lower()
+        if len(p.parts) == 2 and top == "images" and ext in IMAGE_EXTS:
+            if p.stem in images:
+                items.append(
+                    Item("stray", p.stem, image=e, note=f"same stem as {images[p.stem].path}")
+                )
+            else:
+                images[p.stem] = e
+        elif len(p.parts) == 2 and top == "labels" and ext in LABEL_EXTS:
+            labels[p.stem] = e
+        else:
+            items.append(Item("stray", p.stem, image=e))
+    for stem, img in images.items():
+        items.append(Item("sample", stem, image=img, label=labels.pop(stem, None)))
+    items.extend(Item("orphan_label", stem, label=lab) for stem, lab in labels.items())
+    return sorted(items, key=lambda i: i.path)
+
+
+@dataclass
+class IngestResult:
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    features: list[dict[str, Any]] = field(default_factory=list)
+    landed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accepted(self) -> int:
+        return len(self.samples)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.landed if self.landed else 0.0
+
+    def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
+        return Counter(q["rule"] for q in self.quarantine).most_common(n)
+
+
+def _entry_problem(item: Item) -> tuple[str, str] | None:
+    """Problems visible from the manifest alone (names, links, pairing)."""
+    for e in (item.image, item.label):
+        if e is None:
+            continue
+        if not is_portable_path(e.path):
+            return "non_portable_name", (
+                f"{e.path!r}: file name is not portable (allowed: letters, digits, '.', '_', '-'; "
+                "no path separators or '..'); not copied"
+            )
+        if e.kind == "symlink":
+            return "symlink", f"{e.path}: symbolic link; links are never followed"
+        if e.kind != "file":
+            return "not_a_regular_file", f"{e.path}: not a regular file ({e.kind})"
+    if item.kind == "stray":
+        why = item.note or "expected images/<stem>.jpg|.jpeg|.png or labels/<stem>.txt"
+        return "unexpected_file", f"{item.path}: unexpected file ({why})"
+    if item.kind == "orphan_label":
+        return "label_without_image", f"{item.path}: label file with no image images/{item.stem}.*"
+    if item.label is None:
+        return "missing_label", f"{item.path}: no label file labels/{item.stem}.txt"
+    return None
+
+
+def box_features(
+    boxes: np.ndarray, width: int, height: int, classes: Sequence[str]
+) -> dict[str, float]:
+    """Box count, and count, mean area and mean aspect (w/h in pixels) by class."""
+    out: dict[str, float] = {"n_boxes": float(len(boxes))}
+    area = boxes[:, 3] * boxes[:, 4] if len(boxes) else np.empty(0)
+    aspect = (boxes[:, 3] * width) / (boxes[:, 4] * height) if len(boxes) else np.empty(0)
+    out["box_area_mean"] = float(area.mean()) if len(area) else float("nan")
+    out["box_aspect_mean"] = float(aspect.mean()) if len(aspect) else float("nan")
+    for k, name in enumerate(classes):
+        sel = boxes[:, 0] == k if len(boxes) else np.zeros(0, dtype=bool)
+        out[f"n_{name}"] = float(sel.sum())
+        out[f"area_{name}"] = float(area[sel].mean()) if sel.any() else float("nan")
+        out[f"aspect_{name}"] = float(aspect[sel].mean()) if sel.any() else float("nan")
+    return out
+
+
+def ingest_batch(
+    batch_id: str,
+    manifest: Manifest,
+    read: Callable[[str], bytes],
+    write: Callable[[str, bytes], str],
+    seen: Mapping[str, str],
+    classes: Sequence[str],
+    limits: ImageLimits,
+) -> IngestResult:
+    """Validate, standardise and measure every landed item of a batch.
+
+    Args:
+        read: bytes of a file of the batch, by its path inside the batch.
+        write: stores a standardised file under a key (``images/<stem>.jpg``), returns its URI.
+        seen: sha256 -> ``batch/path`` of images accepted by earlier batches (duplicate check).
+    """
+    t0 = time.perf_counter()
+    res = IngestResult()
+    items = plan_items(manifest)
+    res.landed = len(items)
+
+    label_files: dict[str, LabelFile] = {}
+    for it in items:
+        if it.kind == "sample" and it.label and _entry_problem(it) is None:
+            label_files[it.stem] = parse_label_file(it.label.path, read(it.label.path))
+    errors = validate_labels(label_table(label_files.values()), classes)
+    first_error: dict[str, str] = {}
+    for err in errors:
+        first_error.setdefault(err.file, err.message)
+    extra_errors = Counter(err.file for err in errors)
+
+    accepted_here: dict[str, str] = {}
+
+    def quarantine(item: Item, rule: str, reason: str) -> None:
+        res.quarantine.append(
+            {"item": item.path, "stem": item.stem, "rule": rule, "reason": reason}
+        )
+
+    for it in items:
+        problem = _entry_problem(it)
+        if problem:
+            quarantine(it, *problem)
+            continue
+        assert it.image is not None and it.label is not None
+        lf = label_files[it.stem]
+        if lf.unreadable:
+            quarantine(it, "label_not_utf8", lf.unreadable)
+            continue
+        if it.label.path in first_error:
+            n = extra_errors[it.label.path]
+            more = f" (+{n - 1} more broken lines)" if n > 1 else ""
+            rule = next(e.rule for e in errors if e.file == it.label.path)
+            quarantine(it, rule, first_error[it.label.path] + more)
+            continue
+        data = read(it.image.path)
+        digest = hashlib.sha256(data).hexdigest() if data else ""
+        owner = accepted_here.get(digest) or seen.get(digest)
+        if owner:
+            quarantine(it, "duplicate_image", f"{it.image.path}: same content as {owner}")
+            continue
+        try:
+            decoded = decode_image(it.image.path, data, limits)
+        except ImageRejected as rej:
+            quarantine(it, rej.rule, rej.message)
+            continue
+        boxes = np.array([r[3:] for r in lf.rows], dtype=float).reshape(-1, 5)
+        std_bytes = standard_image_bytes(decoded, data, limits)
+        image_uri = write(f"images/{it.stem}.jpg", std_bytes)
+        label_uri = write(f"labels/{it.stem}.txt", canonical_label_text(boxes.tolist()).encode())
+        accepted_here[digest] = f"{batch_id}/{it.image.path}"
+        res.samples.append(
+            {
+                "stem": it.stem,
+                "source": it.image.path,
+                "sha256": digest,
+                "image_uri": image_uri,
+                "label_uri": label_uri,
+                "width": decoded.width,
+                "height": decoded.height,
+                "n_boxes": len(boxes),
+                "standardised": not decoded.passthrough,
+            }
+        )
+        res.features.append(
+            {"batch_id": batch_id, "stem": it.stem, "sha256": digest}
+            | {"width": float(decoded.width), "height": float(decoded.height)}
+            | image_stats(decoded.image)
+            | box_features(boxes, decoded.width, decoded.height, classes)
+        )
+        decoded.image.close()
+    res.seconds = time.perf_counter() - t0
+    assert res.accepted + len(res.quarantine) == res.landed, "intake lost an item"
+    log.info(
+        "%s: %d landed, %d accepted, %d quarantined in %.2fs",
+        batch_id,
+        res.landed,
+        res.accepted,
+        len(res.quarantine),
+        res.seconds,
+    )
+    return res
+
+
+SAMPLE_COLUMNS = [
+    "stem",
+    "source",
+    "sha256",
+    "image_uri",
+    "label_uri",
+    "width",
+    "height",
+    "n_boxes",
+    "standardised",
+]
+QUARANTINE_COLUMNS = ["item", "stem", "rule", "reason"]
+
+
+def table_bytes(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> bytes:
+    """Rows as a parquet file (columns kept even when there are no rows)."""
+    import io
+
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(rows, columns=list(columns) if columns else None)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()

@@ -1,0 +1,71 @@
+"""Where the platform keeps things, read from the environment in one place.
+
+This is the single switch between the embedded default (local folders, SQLite) and a deployment
+(``s3://`` landing zone and artifact store, an MLflow server on Postgres). Everything else, the
+Dagster resources and the CLI alike, asks ``PlatformConfig.from_env()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CLASSES = ("square", "circle", "triangle")
+PROFILES = ("local", "cloud")
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    profile: str
+    home: Path
+    landing_root: str
+    artifacts_root: str
+    mlflow_tracking_uri: str
+    s3_endpoint_url: str | None
+    classes: tuple[str, ...]
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PlatformConfig:
+        """``CV_ASSETS_PROFILE=local`` (default) or ``cloud``.
+
+        local: everything under ``CV_ASSETS_HOME`` (default ``./.cv_assets``).
+        cloud: ``CV_ASSETS_S3_ROOT=s3://bucket/prefix`` holds ``landing/`` and ``artifacts/``,
+        ``MLFLOW_TRACKING_URI`` must name the tracking server. Individual roots can still be
+        overridden with ``CV_ASSETS_LANDING`` / ``CV_ASSETS_ARTIFACTS``.
+        """
+        e = os.environ if env is None else env
+        profile = e.get("CV_ASSETS_PROFILE", "local")
+        if profile not in PROFILES:
+            raise ValueError(
+                f"CV_ASSETS_PROFILE={profile!r}: expected one of {', '.join(PROFILES)}"
+            )
+        home = Path(e.get("CV_ASSETS_HOME", ".cv_assets")).expanduser().absolute()
+        if profile == "cloud":
+            root = e.get("CV_ASSETS_S3_ROOT", "")
+            if not root.startswith("s3://"):
+                raise ValueError(
+                    "CV_ASSETS_PROFILE=cloud needs CV_ASSETS_S3_ROOT=s3://bucket/prefix"
+                )
+            if not e.get("MLFLOW_TRACKING_URI"):
+                raise ValueError("CV_ASSETS_PROFILE=cloud needs MLFLOW_TRACKING_URI")
+            landing, artifacts = f"{root.rstrip('/')}/landing", f"{root.rstrip('/')}/artifacts"
+        else:
+            landing, artifacts = str(home / "landing"), str(home / "artifacts")
+        classes = tuple(
+            c.strip() for c in e.get("CV_ASSETS_CLASSES", ",".join(DEFAULT_CLASSES)).split(",")
+        )
+        return cls(
+            profile=profile,
+            home=home,
+            landing_root=e.get("CV_ASSETS_LANDING", landing),
+            artifacts_root=e.get("CV_ASSETS_ARTIFACTS", artifacts),
+            mlflow_tracking_uri=e.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+            s3_endpoint_url=e.get("CV_ASSETS_S3_ENDPOINT_URL") or None,
+            classes=tuple(c for c in classes if c),
+        )

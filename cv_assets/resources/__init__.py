@@ -1,0 +1,1 @@
+"""Typed Dagster resources. ``environment.platform_resources`` is the one place they are built."""

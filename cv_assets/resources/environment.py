@@ -1,0 +1,22 @@
+"""The single place where the embedded default and a deployment diverge.
+
+``PlatformConfig.from_env`` decides local vs ``s3://``/Postgres from the environment; this module
+turns that decision into Dagster resources. Nothing else reads these environment variables.
+"""
+
+from typing import Any
+
+from cv_assets.lib.settings import PlatformConfig
+from cv_assets.resources.io_manager import JsonRecordIOManager
+from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
+
+
+def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
+    cfg = cfg or PlatformConfig.from_env()
+    artifacts = ArtifactStoreResource(root=cfg.artifacts_root, s3_endpoint_url=cfg.s3_endpoint_url)
+    return {
+        "artifacts": artifacts,
+        "landing": LandingZoneResource(root=cfg.landing_root, s3_endpoint_url=cfg.s3_endpoint_url),
+        "settings": PlatformSettings(classes=list(cfg.classes), home=str(cfg.home)),
+        "io_manager": JsonRecordIOManager(artifacts=artifacts),
+    }

@@ -1,0 +1,106 @@
+"""``cv-assets status``: what the platform holds, read from the Dagster instance and the store.
+
+The event log is the source of truth for what was materialised; the artifact store adds what
+never became a run (refused batches).
+"""
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.store import ArtifactStore
+from cv_assets.resources.storage import _zone
+
+PAGE = 1000
+
+
+def open_instance(cfg: PlatformConfig) -> dg.DagsterInstance:
+    home = cfg.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def latest_by_partition(instance: dg.DagsterInstance, asset: str) -> dict[str, dict[str, Any]]:
+    """Metadata of the newest materialisation of each partition of ``asset``."""
+    out: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        res = instance.fetch_materializations(dg.AssetKey(asset), limit=PAGE, cursor=cursor)
+        for rec in res.records:
+            mat = rec.asset_materialization
+            if mat is None or mat.partition is None or mat.partition in out:
+                continue
+            out[mat.partition] = {k: v.value for k, v in mat.metadata.items()} | {
+                "timestamp": rec.timestamp
+            }
+        if not res.has_more:
+            return out
+        cursor = res.cursor
+
+
+def batches_section(cfg: PlatformConfig, instance: dg.DagsterInstance) -> dict[str, Any]:
+    complete, _ignored = _zone(cfg.landing_root, cfg.s3_endpoint_url).scan()
+    validated = latest_by_partition(instance, "validated_batch")
+    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    refused = [
+        json.loads(store.get_bytes(k)) for k in store.list("refusals/") if k.endswith(".json")
+    ]
+    return {
+        "landed": len(complete),
+        "registered": len(instance.get_dynamic_partitions("batches")),
+        "validated": len(validated),
+        "refused": len(refused),
+        "refusals": [{"batch_id": r["batch_id"], "reason": r["reason"]} for r in refused],
+        "images_landed": sum(int(m.get("landed", 0)) for m in validated.values()),
+        "images_accepted": sum(int(m.get("accepted", 0)) for m in validated.values()),
+        "images_quarantined": sum(int(m.get("quarantined", 0)) for m in validated.values()),
+        "per_batch": [
+            {
+                "batch_id": b,
+                "landed": m.get("landed"),
+                "accepted": m.get("accepted"),
+                "quarantined": m.get("quarantined"),
+                "acceptance_rate": m.get("acceptance_rate"),
+            }
+            for b, m in sorted(validated.items())
+        ],
+    }
+
+
+def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
+    cfg = cfg or PlatformConfig.from_env()
+    instance = open_instance(cfg)
+    try:
+        return {
+            "home": str(cfg.home),
+            "profile": cfg.profile,
+            "batches": batches_section(cfg, instance),
+            # Filled by the training, mobile and monitoring stages as they land.
+            "datasets": [],
+            "models": [],
+            "champion": None,
+            "drift": [],
+        }
+    finally:
+        instance.dispose()
+
+
+def render_status(s: dict[str, Any]) -> str:
+    b = s["batches"]
+    lines = [
+        f"cv_assets at {s['home']} (profile {s['profile']})",
+        f"batches: {b['landed']} landed, {b['validated']} validated, {b['refused']} refused",
+        f"images:  {b['images_landed']} landed = {b['images_accepted']} accepted "
+        f"+ {b['images_quarantined']} quarantined",
+    ]
+    for r in b["per_batch"][-10:]:
+        lines.append(
+            f"  {r['batch_id']}: {r['accepted']}/{r['landed']} accepted "
+            f"({float(r['acceptance_rate'] or 0):.0%})"
+        )
+    lines += [f"  refused {r['batch_id']}: {r['reason']}" for r in b["refusals"]]
+    if s["champion"] is None:
+        lines.append("champion: none yet")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from cv_assets.definitions import build_defs
+from cv_assets.defs.ingest.partitions import BATCHES
+from cv_assets_tests.conftest import EXPECTED_RULE, land
+
+pytestmark = pytest.mark.asset
+
+
+def run_intake(cfg, instance, batch_id, run_config=None, raise_on_error=True):
+    instance.add_dynamic_partitions(BATCHES, [batch_id])
+    job = build_defs(cfg).resolve_job_def("intake_job")
+    return job.execute_in_process(
+        partition_key=batch_id,
+        instance=instance,
+        run_config=run_config or {},
+        raise_on_error=raise_on_error,
+    )
+
+
+def metadata(result, asset) -> dict[str, Any]:
+    (mat,) = [
+        m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)
+    ]
+    return {k: v.value for k, v in mat.materialization.metadata.items()}
+
+
+def test_corrupt_batch_is_validated_with_reasons_and_counts(cfg, instance):
+    (s,) = land(cfg, images=30, seed=1, corrupt_fraction=0.5)
+    result = run_intake(cfg, instance, s.batch_id)
+    md = metadata(result, "validated_batch")
+    assert md["landed"] == s.files_landed == md["accepted"] + md["quarantined"]
+    assert md["quarantined"] == len(s.faults)
+    q = pd.read_parquet(md["quarantine_table"])
+    assert set(q["rule"]) == {EXPECTED_RULE[k] for k in s.faults.values()}
+    top_rule = q["rule"].value_counts().index[0]
+    assert f"| {top_rule} |" in md["top_reasons"]
+    assert len(q) == md["quarantined"] and q["reason"].str.len().gt(10).all()
+    samples = pd.read_parquet(md["samples"])
+    assert len(samples) == md["accepted"]
+    assert all(Path(u).is_file() for u in samples["image_uri"])
+    feats = metadata(result, "batch_features")
+    assert feats["rows"] == md["accepted"]
+    raw = metadata(result, "raw_batch")
+    assert raw["manifest_sha256"] == md["manifest_sha256"]
+
+
+def test_acceptance_check_blocks_when_rate_is_below_threshold(cfg, instance):
+    (s,) = land(cfg, images=20, seed=2, corrupt_fraction=0.5)
+    cfg_run = {"ops": {"intake": {"config": {"min_acceptance_rate": 0.9}}}}
+    result = run_intake(cfg, instance, s.batch_id, cfg_run, raise_on_error=False)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "acceptance_rate_ok" and not check.passed
+    assert "below the threshold 90%" in (check.description or "")
+    assert not result.success  # blocking: the run fails so nothing downstream consumes it
+
+
+def test_acceptance_check_passes_on_a_clean_batch(cfg, instance):
+    (s,) = land(cfg, images=8, seed=3)
+    result = run_intake(cfg, instance, s.batch_id)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and metadata(result, "validated_batch")["accepted"] == 8
+
+
+def test_materializing_the_same_batch_twice_reuses_the_raw_copy(cfg, instance):
+    (s,) = land(cfg, images=6, seed=4)
+    run_intake(cfg, instance, s.batch_id)
+    second = run_intake(cfg, instance, s.batch_id)
+    assert metadata(second, "raw_batch")["reused_existing_copy"] is True
+    assert metadata(second, "validated_batch")["accepted"] == 6  # not duplicates of itself
+
+
+def test_reused_batch_id_with_new_files_is_refused_and_raw_copy_is_untouched(cfg, instance):
+    (s,) = land(cfg, images=4, seed=5)
+    run_intake(cfg, instance, s.batch_id)
+    manifest = Path(cfg.artifacts_root) / "raw" / s.batch_id / "manifest.json"
+    before = manifest.read_bytes()
+    label = sorted((s.path / "labels").iterdir())[0]
+    label.write_text("2 0.5 0.5 0.5 0.5\n")
+    result = run_intake(cfg, instance, s.batch_id, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "refused" in str(failure.event_specific_data) and "new batch id" in str(
+        failure.event_specific_data
+    )
+    assert manifest.read_bytes() == before
+    assert label.read_text() == "2 0.5 0.5 0.5 0.5\n"  # the landed files stay where they are
+
+
+def test_records_passed_downstream_are_uris_and_hashes_not_pickles(cfg, instance):
+    (s,) = land(cfg, images=4, seed=6)
+    run_intake(cfg, instance, s.batch_id)
+    rec = json.loads(
+        (
+            Path(cfg.artifacts_root) / "records" / "validated_batch" / f"{s.batch_id}.json"
+        ).read_text()
+    )
+    assert rec["samples"]["uri"].endswith("samples.parquet") and len(rec["samples"]["sha256"]) == 64
+    assert not list(Path(cfg.dagster_home).rglob("storage/validated_batch*"))

@@ -1,0 +1,167 @@
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+import pytest
+
+from cv_assets.lib.images import ImageLimits
+from cv_assets.lib.intake import ingest_batch, plan_items
+from cv_assets.lib.landing import LandingZone, Manifest, ManifestEntry
+from cv_assets.lib.raw import DedupIndex, copy_raw_batch, load_raw_manifest
+from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.synth import CLASSES, FAULT_KINDS, write_batches
+from cv_assets_tests.conftest import EXPECTED_RULE
+
+pytestmark = pytest.mark.unit
+
+
+def ingest(tmp_path: Path, batch_id: str, store: ArtifactStore | None = None, **kw):
+    store = store or ArtifactStore(str(tmp_path / "artifacts"))
+    zone = LandingZone(str(tmp_path / "landing"))
+    rec = copy_raw_batch(zone, store, batch_id, CLASSES)
+    manifest = load_raw_manifest(store, batch_id)
+    assert manifest is not None
+    dedup = DedupIndex(store)
+    res = ingest_batch(
+        batch_id,
+        manifest,
+        read=lambda rel: store.get_bytes(f"{rec['files_key']}/{rel}"),
+        write=lambda key, data: store.put_bytes(f"std/{batch_id}/{key}", data).uri,
+        seen=dedup.seen_before(batch_id),
+        classes=CLASSES,
+        limits=kw.pop("limits", ImageLimits()),
+    )
+    dedup.record(batch_id, {s["sha256"]: s["source"] for s in res.samples})
+    return res, store
+
+
+def test_every_fault_kind_is_quarantined_with_its_rule_and_nothing_is_lost(tmp_path):
+    (s,) = write_batches(
+        tmp_path / "landing", 1, 40, seed=3, size=96, corrupt_fraction=0.5, quirk_fraction=0.2
+    )
+    res, _ = ingest(tmp_path, s.batch_id)
+    assert set(s.faults.values()) == set(FAULT_KINDS)
+    by_stem = {q["stem"]: q for q in res.quarantine}
+    for path, kind in s.faults.items():
+        q = by_stem[PurePosixPath(path).stem]
+        assert q["rule"] == EXPECTED_RULE[kind], (path, q)
+        # The reason names the offending file itself (escaped when its name is unprintable).
+        assert path in q["reason"] or repr(path)[1:-1] in q["reason"], (path, q)
+    assert res.accepted + len(res.quarantine) == res.landed == s.files_landed
+    assert len(res.quarantine) == len(s.faults)
+
+
+def test_quirky_but_valid_files_are_accepted(tmp_path):
+    (s,) = write_batches(tmp_path / "landing", 1, 12, seed=4, size=96, quirk_fraction=0.5)
+    res, _store = ingest(tmp_path, s.batch_id)
+    assert sorted(s.quirks.values()).count("upper_ext") >= 1
+    accepted = {r["source"] for r in res.samples}
+    for path, kind in s.quirks.items():
+        stem = PurePosixPath(path).stem
+        assert any(PurePosixPath(a).stem == stem for a in accepted), (path, kind)
+    assert res.quarantine == []
+    # Standard form: every accepted label is LF-only without a BOM.
+    for r in res.samples:
+        raw = Path(r["label_uri"]).read_bytes()
+        assert not raw.startswith(b"\xef\xbb\xbf") and b"\r" not in raw
+        assert r["image_uri"].endswith(".jpg")
+
+
+def test_image_already_accepted_in_an_earlier_batch_is_a_duplicate(tmp_path):
+    a, b = write_batches(tmp_path / "landing", 2, 6, seed=5, size=96)
+    stem = sorted((a.path / "images").iterdir())[0]
+    copy = b.path / "images" / "copied_from_a.jpg"
+    copy.write_bytes(stem.read_bytes())
+    (b.path / "labels" / "copied_from_a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    _, store = ingest(tmp_path, a.batch_id)
+    res, _ = ingest(tmp_path, b.batch_id, store=store)
+    (dup,) = [q for q in res.quarantine if q["rule"] == "duplicate_image"]
+    assert dup["item"] == "images/copied_from_a.jpg"
+    assert f"{a.batch_id}/images/{stem.name}" in dup["reason"]
+    # Re-validating the earlier batch does not turn its own images into duplicates.
+    again, _ = ingest(tmp_path, a.batch_id, store=store)
+    assert again.quarantine == [] and again.accepted == 6
+
+
+def test_stray_and_same_stem_files_are_quarantined_not_dropped(tmp_path):
+    (s,) = write_batches(tmp_path / "landing", 1, 4, seed=6, size=96)
+    (s.path / "notes.txt").write_text("hello")
+    (s.path / "images" / "nested").mkdir()
+    (s.path / "images" / "nested" / "x.jpg").write_bytes(b"abc")
+    first = sorted((s.path / "images").glob("*.jpg"))[0]
+    (s.path / "images" / f"{first.stem}.png").write_bytes(first.read_bytes())
+    (s.path / "images" / ".DS_Store").write_bytes(b"\0")
+    res, _ = ingest(tmp_path, s.batch_id)
+    rules = {q["item"]: q["rule"] for q in res.quarantine}
+    assert rules["notes.txt"] == "unexpected_file"
+    assert rules["images/nested/x.jpg"] == "unexpected_file"
+    assert rules[f"images/{first.stem}.png"] == "unexpected_file"
+    assert rules["images/.DS_Store"] == "non_portable_name"
+    assert res.accepted == 4 and res.landed == 8
+
+
+def test_image_over_the_size_limit_is_quarantined(tmp_path):
+    (s,) = write_batches(tmp_path / "landing", 1, 3, seed=7, size=96)
+    res, _ = ingest(tmp_path, s.batch_id, limits=ImageLimits(max_bytes=100))
+    assert {q["rule"] for q in res.quarantine} == {"too_large"}
+
+
+def test_path_traversal_in_an_object_key_is_quarantined():
+    # On S3 a key may contain "..": the plan must refuse it as a name, never resolve it.
+    m = Manifest(
+        "b",
+        {"classes": list(CLASSES)},
+        [
+            ManifestEntry("images/../../etc/passwd.jpg", "file", 10, "0" * 64),
+            ManifestEntry("labels/../../etc/passwd.txt", "file", 10, "1" * 64),
+        ],
+    )
+    items = plan_items(m)
+    assert [i.kind for i in items] == ["stray", "stray"]
+    res = ingest_batch(
+        "b",
+        m,
+        read=lambda r: b"",
+        write=lambda k, d: k,
+        seen={},
+        classes=CLASSES,
+        limits=ImageLimits(),
+    )
+    assert {q["rule"] for q in res.quarantine} == {"non_portable_name"}
+
+
+def test_symlinks_are_recorded_but_never_copied(tmp_path):
+    (s,) = write_batches(tmp_path / "landing", 1, 20, seed=8, size=96, corrupt_fraction=0.75)
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    copy_raw_batch(LandingZone(str(tmp_path / "landing")), store, s.batch_id, CLASSES)
+    links = [p for p, k in s.faults.items() if k == "symlink"]
+    assert links
+    for p in links:
+        assert os.path.islink(s.path / p)
+        assert not store.exists(f"raw/{s.batch_id}/files/{p}")
+    manifest = json.loads(store.get_bytes(f"raw/{s.batch_id}/manifest.json"))
+    kinds = {f["path"]: f["kind"] for f in manifest["files"]}
+    assert all(kinds[p] == "symlink" for p in links)
+
+
+def test_features_have_one_row_per_accepted_image_with_class_statistics(tmp_path):
+    (s,) = write_batches(tmp_path / "landing", 1, 8, seed=9, size=128)
+    res, _ = ingest(tmp_path, s.batch_id)
+    df = pd.DataFrame(res.features)
+    assert len(df) == res.accepted == 8
+    for col in [
+        "brightness",
+        "contrast",
+        "sharpness",
+        "width",
+        "height",
+        "n_boxes",
+        "n_square",
+        "area_circle",
+        "aspect_triangle",
+        "box_area_mean",
+    ]:
+        assert col in df.columns
+    assert bool((df["n_boxes"] == df[[f"n_{c}" for c in CLASSES]].sum(axis=1)).all())
+    assert bool(df["width"].eq(128).all())
