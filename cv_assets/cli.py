@@ -46,6 +46,21 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from cv_assets.doctor import run_doctor
+
+    checks = run_doctor()
+    for c in checks:
+        print(f"{c.status:4}  {c.what}: {c.detail}")
+    failed = [c for c in checks if c.status == "FAIL"]
+    print(
+        f"{len(checks) - len(failed)}/{len(checks)} checks passed"
+        if not failed
+        else f"{len(failed)} check(s) failed"
+    )
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cv-assets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -71,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="batches, datasets, models, champion and drift")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
+
+    d = sub.add_parser("doctor", help="preflight: versions, offline readiness, storage reachable")
+    d.set_defaults(func=_doctor)
     return p
 
 

@@ -70,3 +70,16 @@ def test_status_json_reports_batches_section(cfg, instance):
         assert key in status
     text = cli("status")
     assert f"{s.files_landed} landed" in text.stdout
+
+
+@pytest.mark.unit
+def test_doctor_passes_on_a_prepared_home_and_fails_on_unwritable_storage(cfg, tmp_path):
+    env = dict(os.environ) | {"YOLO_OFFLINE": "1"}
+    ok = cli("doctor", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASS  dagster: 1.13.27" in ok.stdout and "artifact store" in ok.stdout
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    bad = cli("doctor", env=env | {"CV_ASSETS_ARTIFACTS": str(blocked / "sub")})
+    assert bad.returncode == 1
+    assert "FAIL  artifact store" in bad.stdout

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from cv_assets.lib.images import (
     ImageLimits,
     ImageRejected,
@@ -134,19 +132,31 @@ def _entry_problem(item: Item) -> tuple[str, str] | None:
 
 
 def box_features(
-    boxes: np.ndarray, width: int, height: int, classes: Sequence[str]
+    boxes: Sequence[Sequence[float]], width: int, height: int, classes: Sequence[str]
 ) -> dict[str, float]:
-    """Box count, and count, mean area and mean aspect (w/h in pixels) by class."""
-    out: dict[str, float] = {"n_boxes": float(len(boxes))}
-    area = boxes[:, 3] * boxes[:, 4] if len(boxes) else np.empty(0)
-    aspect = (boxes[:, 3] * width) / (boxes[:, 4] * height) if len(boxes) else np.empty(0)
-    out["box_area_mean"] = float(area.mean()) if len(area) else float("nan")
-    out["box_aspect_mean"] = float(aspect.mean()) if len(aspect) else float("nan")
+    """Box count, and count, mean area and mean aspect (w/h in pixels) by class.
+
+    Plain Python on purpose: an image holds a handful of boxes, where numpy's per-call overhead
+    would cost more than the arithmetic.
+    """
+    nan = float("nan")
+    sums = {k: [0, 0.0, 0.0] for k in range(len(classes))}
+    for c, _cx, _cy, w, h in boxes:
+        acc = sums[int(c)]
+        acc[0] += 1
+        acc[1] += w * h
+        acc[2] += (w * width) / (h * height)
+    n = len(boxes)
+    out: dict[str, float] = {
+        "n_boxes": float(n),
+        "box_area_mean": sum(a[1] for a in sums.values()) / n if n else nan,
+        "box_aspect_mean": sum(a[2] for a in sums.values()) / n if n else nan,
+    }
     for k, name in enumerate(classes):
-        sel = boxes[:, 0] == k if len(boxes) else np.zeros(0, dtype=bool)
-        out[f"n_{name}"] = float(sel.sum())
-        out[f"area_{name}"] = float(area[sel].mean()) if sel.any() else float("nan")
-        out[f"aspect_{name}"] = float(aspect[sel].mean()) if sel.any() else float("nan")
+        cnt, area, aspect = sums[k]
+        out[f"n_{name}"] = float(cnt)
+        out[f"area_{name}"] = area / cnt if cnt else nan
+        out[f"aspect_{name}"] = aspect / cnt if cnt else nan
     return out
 
 
@@ -158,6 +168,7 @@ def ingest_batch(
     seen: Mapping[str, str],
     classes: Sequence[str],
     limits: ImageLimits,
+    link: Callable[[str, str], str] | None = None,
 ) -> IngestResult:
     """Validate, standardise and measure every landed item of a batch.
 
@@ -165,6 +176,8 @@ def ingest_batch(
         read: bytes of a file of the batch, by its path inside the batch.
         write: stores a standardised file under a key (``images/<stem>.jpg``), returns its URI.
         seen: sha256 -> ``batch/path`` of images accepted by earlier batches (duplicate check).
+        link: stores a landed file unchanged under a key without re-writing its bytes (used for
+            images already in standard form); falls back to ``write``.
     """
     t0 = time.perf_counter()
     res = IngestResult()
@@ -215,10 +228,17 @@ def ingest_batch(
         except ImageRejected as rej:
             quarantine(it, rej.rule, rej.message)
             continue
-        boxes = np.array([r[3:] for r in lf.rows], dtype=float).reshape(-1, 5)
-        std_bytes = standard_image_bytes(decoded, data, limits)
-        image_uri = write(f"images/{it.stem}.jpg", std_bytes)
-        label_uri = write(f"labels/{it.stem}.txt", canonical_label_text(boxes.tolist()).encode())
+        boxes = [r[3:] for r in lf.rows]
+        std_key = f"images/{it.stem}.jpg"
+        if decoded.passthrough and link is not None:
+            image_uri = link(it.image.path, std_key)
+        else:
+            image_uri = write(std_key, standard_image_bytes(decoded, data, limits))
+        label_text = canonical_label_text(boxes).encode()
+        if link is not None and label_text == lf.raw:
+            label_uri = link(it.label.path, f"labels/{it.stem}.txt")
+        else:
+            label_uri = write(f"labels/{it.stem}.txt", label_text)
         accepted_here[digest] = f"{batch_id}/{it.image.path}"
         res.samples.append(
             {

@@ -8,9 +8,11 @@ once. Each failure becomes a message that names the file, the line and the rule,
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -76,9 +78,9 @@ class LabelRows(pa.DataFrameModel):
         coerce = False
 
 
+@lru_cache(maxsize=16)
 def label_schema(n_classes: int) -> pa.DataFrameSchema:
     """``LabelRows`` plus the class-range rule, which depends on the platform's class list."""
-    schema = LabelRows.to_schema()
     in_range = pa.Check(
         lambda df: (
             ~np.isfinite(df["class_id"])
@@ -86,7 +88,9 @@ def label_schema(n_classes: int) -> pa.DataFrameSchema:
         ),
         name="class_out_of_range",
     )
-    # DataFrameModel checks are static; the class count is not, so it is added to the schema.
+    # DataFrameModel checks are static; the class count is not. to_schema() returns a cached
+    # object shared by every caller, so the rule goes onto a copy, never onto that object.
+    schema = copy.copy(LabelRows.to_schema())
     schema.checks = [*(schema.checks or []), in_range]
     return schema
 
@@ -98,6 +102,7 @@ class LabelFile:
     path: str
     rows: list[tuple[int, int, str, float, float, float, float, float]]
     unreadable: str | None = None
+    raw: bytes = b""
 
 
 def _to_float(tok: str) -> float | None:
@@ -116,7 +121,7 @@ def parse_label_file(path: str, raw: bytes) -> LabelFile:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        return LabelFile(path, [], f"{path}: not UTF-8 text (byte {e.start})")
+        return LabelFile(path, [], f"{path}: not UTF-8 text (byte {e.start})", raw)
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         toks = line.split()
@@ -133,7 +138,7 @@ def parse_label_file(path: str, raw: bytes) -> LabelFile:
         vals += [math.nan] * (5 - len(vals))
         c, cx, cy, w, h = vals
         rows.append((lineno, len(toks), bad, c, cx, cy, w, h))
-    return LabelFile(path, rows)
+    return LabelFile(path, rows, None, raw)
 
 
 def label_table(files: Iterable[LabelFile]) -> pd.DataFrame:

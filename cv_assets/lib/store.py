@@ -8,12 +8,12 @@ one PUT on S3, so a reader never sees a half-written object.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
 CHUNK = 1 << 20
@@ -52,32 +52,67 @@ class _Backend(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
     def download(self, key: str, dest: Path) -> None: ...
     def delete(self, key: str) -> None: ...
+    def link(self, src: str, dst: str) -> None: ...
 
 
 class _LocalBackend:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.resolve()
+        self._seq = itertools.count()
 
     def _path(self, key: str) -> Path:
-        p = (self.root / key).resolve()
-        if not p.is_relative_to(self.root.resolve()):
+        # A lexical check, not resolve(): keys come from our own code and resolving every path
+        # costs a syscall per component on the ingest hot path.
+        parts = PurePosixPath(key).parts
+        if not parts or parts[0] == "/" or ".." in parts:
             raise ValueError(f"artifact key {key!r} escapes the store root {self.root}")
-        return p
+        return self.root.joinpath(*parts)
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
     def _atomic(self, key: str, write: Any) -> None:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{next(self._seq)}.tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
+            f = open(tmp, "xb")  # noqa: SIM115 - closed below, before the rename
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            f = open(tmp, "xb")  # noqa: SIM115
+        try:
+            with f:
                 write(f)
             os.replace(tmp, dest)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+
+    def link(self, src: str, dst: str) -> None:
+        """Hard-link an existing artifact under a second key (no bytes copied).
+
+        Safe because artifacts are never modified in place: a rewrite is a rename of a new file.
+        ``os.link`` is atomic on its own; only an existing destination needs a temp + rename.
+        """
+        s, d = self._path(src), self._path(dst)
+        try:
+            os.link(s, d)
+            return
+        except FileNotFoundError:
+            if not s.exists():
+                raise
+            d.parent.mkdir(parents=True, exist_ok=True)
+            return self.link(src, dst)
+        except FileExistsError:
+            if os.path.samefile(s, d):
+                return
+        except OSError:  # a filesystem without hard links: copy instead
+            pass
+        tmp = d.with_name(f".{d.name}.{os.getpid()}.{next(self._seq)}.tmp")
+        try:
+            os.link(s, tmp)
+        except OSError:
+            shutil.copyfile(s, tmp)
+        os.replace(tmp, d)
 
     def put(self, key: str, data: bytes) -> None:
         self._atomic(key, lambda f: f.write(data))
@@ -159,6 +194,11 @@ class _S3Backend:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def link(self, src: str, dst: str) -> None:
+        # Server-side copy: the bytes never travel through this process.
+        source = {"Bucket": self.bucket, "Key": self._key(src)}
+        self.client.copy_object(Bucket=self.bucket, Key=self._key(dst), CopySource=source)
+
 
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
     """A boto3 S3 client with retries suited to flaky networks (adaptive, 10 attempts)."""
@@ -239,6 +279,11 @@ class ArtifactStore:
 
     def delete(self, key: str) -> None:
         self._backend.delete(key)
+
+    def copy(self, src_key: str, dst_key: str) -> str:
+        """The artifact at ``src_key`` also under ``dst_key``, without reading it here; its URI."""
+        self._backend.link(src_key, dst_key)
+        return self.uri(dst_key)
 
     def local_path(self, key: str) -> Path | None:
         """The file behind a key when the store is local (lets readers avoid a copy)."""

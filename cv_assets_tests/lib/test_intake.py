@@ -28,6 +28,7 @@ def ingest(tmp_path: Path, batch_id: str, store: ArtifactStore | None = None, **
         manifest,
         read=lambda rel: store.get_bytes(f"{rec['files_key']}/{rel}"),
         write=lambda key, data: store.put_bytes(f"std/{batch_id}/{key}", data).uri,
+        link=lambda rel, key: store.copy(f"{rec['files_key']}/{rel}", f"std/{batch_id}/{key}"),
         seen=dedup.seen_before(batch_id),
         classes=CLASSES,
         limits=kw.pop("limits", ImageLimits()),

@@ -80,3 +80,13 @@ def test_canonical_text_clips_boxes_to_the_image():
     assert c == "1" and float(cx) + float(w) / 2 == pytest.approx(1.0)
     assert float(w) == pytest.approx(0.15)
     assert text.endswith("\n") and "\r" not in text
+
+
+def test_validating_many_batches_does_not_accumulate_schema_checks():
+    from cv_assets.lib.labels import LabelRows, label_schema
+
+    before = len(LabelRows.to_schema().checks or [])
+    for _ in range(5):
+        errors_for(b"0 0.5 0.5 0.2 0.2\n")
+    assert len(LabelRows.to_schema().checks or []) == before
+    assert len(label_schema(3).checks or []) == before + 1

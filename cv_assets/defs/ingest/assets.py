@@ -95,6 +95,7 @@ def intake(
         manifest,
         read=lambda rel: store.get_bytes(f"{files_key}/{rel}"),
         write=lambda key, data: store.put_bytes(f"{out_key}/{key}", data).uri,
+        link=lambda rel, key: store.copy(f"{files_key}/{rel}", f"{out_key}/{key}"),
         seen=dedup.seen_before(bid),
         classes=settings.classes,
         limits=config.limits(),

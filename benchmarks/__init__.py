@@ -1,0 +1,1 @@
+"""Ratio benchmarks: each compares two things measured side by side in one run."""

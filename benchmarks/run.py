@@ -1,0 +1,36 @@
+"""``make bench``: run every ratio benchmark and write the table into benchmarks/README.md.
+
+``python -m benchmarks.run [NAME ...]`` runs a subset; ``BENCH_QUICK=1`` uses small sizes.
+"""
+
+import sys
+import time
+
+from benchmarks import bench_intake
+from benchmarks.common import README, Result, save
+
+ALL = {fn.__name__: fn for fn in bench_intake.BENCHMARKS}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(ALL)
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(ALL)}")
+        return 2
+    results: list[Result] = []
+    for name in names:
+        t0 = time.perf_counter()
+        r = ALL[name]()
+        results.append(r)
+        save([r])  # keep what finished even if a later benchmark fails
+        print(
+            f"{r.name}: {r.value:.3g} {r.unit} (goal {r.goal}) "
+            f"{'met' if r.passed else 'NOT met'} [{time.perf_counter() - t0:.0f}s] {r.details}"
+        )
+    print(f"table written to {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

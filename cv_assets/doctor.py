@@ -1,0 +1,126 @@
+"""``cv-assets doctor``: preflight checks a user runs before trusting the platform.
+
+Versions (the pins that must move in lockstep), offline readiness (nothing may download at run
+time) and storage (landing zone, artifact store, Dagster home, MLflow) each get a PASS, WARN or
+FAIL line with what to do about it.
+"""
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.store import ArtifactStore
+
+PINS = {
+    "dagster": "1.13.27",
+    "dagster-webserver": "1.13.27",
+    "dagster-aws": "0.29.27",
+    "dagster-postgres": "0.29.27",
+    "torch": "2.14.1",
+    "torchvision": "0.29.1",
+}
+REQUIRED = ["ultralytics", "mlflow", "pandera", "onnx", "onnxruntime", "onnxslim", "evidently"]
+
+
+@dataclass
+class Check:
+    status: str  # PASS, WARN, FAIL
+    what: str
+    detail: str = ""
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_versions() -> list[Check]:
+    out = [
+        Check(
+            "PASS" if sys.version_info[:2] == (3, 11) else "WARN",
+            "python",
+            f"{sys.version.split()[0]} (3.11 is what CI tests)",
+        )
+    ]
+    for name, want in PINS.items():
+        got = _version(name)
+        ok = got is not None and got.split("+")[0] == want
+        out.append(Check("PASS" if ok else "FAIL", name, f"{got} (pinned {want})"))
+    for name in REQUIRED:
+        got = _version(name)
+        out.append(Check("PASS" if got else "FAIL", name, got or "not installed"))
+    pandas = _version("pandas") or "0"
+    out.append(
+        Check(
+            "PASS" if int(pandas.split(".")[0]) < 3 else "FAIL",
+            "pandas",
+            f"{pandas} (evidently 0.7 needs pandas < 3)",
+        )
+    )
+    return out
+
+
+def check_offline() -> list[Check]:
+    out = [
+        Check(
+            "PASS" if os.environ.get("YOLO_OFFLINE") == "1" else "WARN",
+            "YOLO_OFFLINE",
+            "set"
+            if os.environ.get("YOLO_OFFLINE") == "1"
+            else "unset: make sets it; export YOLO_OFFLINE=1 when running Dagster yourself",
+        ),
+    ]
+    try:
+        import ultralytics
+
+        cfg = Path(ultralytics.__file__).parent / "cfg" / "models" / "11" / "yolo11.yaml"
+        out.append(
+            Check(
+                "PASS" if cfg.is_file() else "FAIL",
+                "model YAML shipped",
+                f"{cfg} (training starts from a YAML, never downloaded weights)",
+            )
+        )
+    except ImportError as e:
+        out.append(Check("FAIL", "ultralytics import", str(e)))
+    return out
+
+
+def check_storage(cfg: PlatformConfig) -> list[Check]:
+    out = []
+    for what, root in (("landing zone", cfg.landing_root), ("artifact store", cfg.artifacts_root)):
+        try:
+            store = ArtifactStore(root, cfg.s3_endpoint_url)
+            key = f".doctor/{uuid.uuid4().hex}"
+            store.put_bytes(key, b"ok")
+            assert store.get_bytes(key) == b"ok"
+            store.delete(key)
+            out.append(Check("PASS", what, f"{root} is writable"))
+        except Exception as e:  # any backend error is a finding, not a crash
+            out.append(Check("FAIL", what, f"{root}: {type(e).__name__}: {e}"))
+    dy = cfg.dagster_home / "dagster.yaml"
+    missing = f"{dy} missing: `make ui` or `make demo` creates it"
+    out.append(
+        Check(
+            "PASS" if dy.is_file() else "WARN", "Dagster home", f"{dy}" if dy.is_file() else missing
+        )
+    )
+    uri = cfg.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        parent = Path(uri.removeprefix("sqlite:///")).parent
+        ok = parent.is_dir() and os.access(parent, os.W_OK)
+        out.append(Check("PASS" if ok else "FAIL", "MLflow tracking", f"{uri}"))
+    else:
+        out.append(Check("PASS", "MLflow tracking", f"{uri} (reachability checked at first use)"))
+    return out
+
+
+def run_doctor(cfg: PlatformConfig | None = None) -> list[Check]:
+    cfg = cfg or PlatformConfig.from_env()
+    return check_versions() + check_offline() + check_storage(cfg)
