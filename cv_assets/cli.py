@@ -61,6 +61,30 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _promote(args: argparse.Namespace) -> int:
+    import getpass
+
+    from cv_assets.lib.registry import RegistryError
+    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.status import registry_for
+
+    reg = registry_for(PlatformConfig.from_env())
+    who = args.who or getpass.getuser()
+    try:
+        if args.command == "promote":
+            target = reg.get(args.version)
+            if target.status not in ("pending_approval", "archived", "registered"):
+                raise RegistryError(f"version {args.version} is {target.status}; cannot promote")
+            e = reg.promote(args.version, who, args.reason or "manual approval", action="approve")
+        else:
+            e = reg.rollback(who, args.reason or "manual rollback")
+    except RegistryError as err:
+        print(f"cv-assets {args.command}: {err}", file=sys.stderr)
+        return 2
+    print(f"{e['action']}: champion is now v{e['version']} (was v{e['previous']}), by {e['who']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cv-assets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -86,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="batches, datasets, models, champion and drift")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
+
+    pr = sub.add_parser("promote", help="approve a registered version: move `champion` to it")
+    pr.add_argument("version")
+    pr.add_argument("--reason", help="why (kept in the promotion history)")
+    pr.add_argument("--who", help="who decides (default: the current user)")
+    pr.set_defaults(func=_promote)
+    rb = sub.add_parser("rollback", help="move `champion` back to the previous champion")
+    rb.add_argument("--reason", help="why (kept in the promotion history)")
+    rb.add_argument("--who", help="who decides (default: the current user)")
+    rb.set_defaults(func=_promote)
 
     d = sub.add_parser("doctor", help="preflight: versions, offline readiness, storage reachable")
     d.set_defaults(func=_doctor)

@@ -4,7 +4,9 @@ import warnings
 
 import dagster as dg
 
+from cv_assets.defs.dataset import definitions as dataset
 from cv_assets.defs.ingest import definitions as ingest
+from cv_assets.defs.training import definitions as training
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.environment import platform_resources
 
@@ -13,7 +15,12 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
-    return dg.Definitions.merge(ingest.defs, dg.Definitions(resources=platform_resources(cfg)))
+    return dg.Definitions.merge(
+        ingest.defs,
+        dataset.defs,
+        training.defs,
+        dg.Definitions(resources=platform_resources(cfg)),
+    )
 
 
 defs = build_defs()

@@ -5,10 +5,13 @@ never became a run (refused batches).
 """
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
+from cv_assets.lib import tracking
+from cv_assets.lib.registry import Registry
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import ArtifactStore
 from cv_assets.resources.storage import _zone
@@ -69,18 +72,83 @@ def batches_section(cfg: PlatformConfig, instance: dg.DagsterInstance) -> dict[s
     }
 
 
+def datasets_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    res = instance.fetch_materializations(dg.AssetKey("training_dataset"), limit=PAGE)
+    for rec in reversed(res.records):  # oldest first, so created_at is the first materialisation
+        mat = rec.asset_materialization
+        if mat is None:
+            continue
+        md = {k: v.value for k, v in mat.metadata.items()}
+        version = str(md.get("dataset_version"))
+        seen.setdefault(
+            version,
+            {
+                "version": version,
+                "images": md.get("images"),
+                "train": md.get("train_images"),
+                "val": md.get("val_images"),
+                "test": md.get("test_images"),
+                "created_at": datetime.fromtimestamp(rec.timestamp, UTC).isoformat(
+                    timespec="seconds"
+                ),
+            },
+        )
+    return list(seen.values())
+
+
+def registry_for(cfg: PlatformConfig) -> Registry:
+    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    return Registry(tracking.client(cfg.mlflow_tracking_uri), tracking.MODEL_NAME, store)
+
+
+def champion_section(reg: Registry) -> dict[str, Any] | None:
+    champ = reg.champion()
+    if champ is None:
+        return None
+    return {
+        "version": champ.version,
+        "weights_uri": champ.weights_uri,
+        "weights_sha256": champ.weights_sha256,
+        # The mobile files arrive with the conversion stage; until then there are none.
+        "onnx_uri": None,
+        "onnx_int8_uri": None,
+        "ort_uri": None,
+        "map50": champ.map50,
+        "map50_95": champ.map50_95,
+        "class_names": champ.class_names,
+        "imgsz": champ.imgsz,
+        "dataset_version": champ.dataset_version,
+    }
+
+
 def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
     cfg = cfg or PlatformConfig.from_env()
     instance = open_instance(cfg)
+    reg = registry_for(cfg)
     try:
         return {
             "home": str(cfg.home),
             "profile": cfg.profile,
             "batches": batches_section(cfg, instance),
-            # Filled by the training, mobile and monitoring stages as they land.
-            "datasets": [],
-            "models": [],
-            "champion": None,
+            "datasets": datasets_section(instance),
+            "models": [
+                {
+                    k: v.as_dict()[k]
+                    for k in (
+                        "version",
+                        "dataset_version",
+                        "mlflow_run_id",
+                        "map50",
+                        "map50_95",
+                        "status",
+                    )
+                }
+                for v in reg.versions()
+            ],
+            "champion": champion_section(reg),
+            "promotions": reg.history()[-20:],
+            # Filled by the monitoring stage as it lands.
             "drift": [],
         }
     finally:
@@ -101,6 +169,30 @@ def render_status(s: dict[str, Any]) -> str:
             f"({float(r['acceptance_rate'] or 0):.0%})"
         )
     lines += [f"  refused {r['batch_id']}: {r['reason']}" for r in b["refusals"]]
-    if s["champion"] is None:
+    lines.append(
+        f"datasets: {len(s['datasets'])} versions"
+        + (
+            f", newest {s['datasets'][-1]['version']} ({s['datasets'][-1]['images']} images)"
+            if s["datasets"]
+            else ""
+        )
+    )
+    for m in s["models"][-5:]:
+        lines.append(
+            f"  model v{m['version']}: mAP50 {m['map50']} mAP50-95 {m['map50_95']} "
+            f"[{m['status']}] dataset {m['dataset_version']}"
+        )
+    c = s["champion"]
+    if c is None:
         lines.append("champion: none yet")
+    else:
+        lines.append(
+            f"champion: v{c['version']} mAP50 {c['map50']} mAP50-95 {c['map50_95']} "
+            f"imgsz {c['imgsz']} weights {c['weights_uri']}"
+        )
+    for h in s["promotions"][-5:]:
+        lines.append(
+            f"  {h['at']} {h['action']} v{h['version']} (from {h['previous']}) "
+            f"by {h['who']}: {h['why']}"
+        )
     return "\n".join(lines)

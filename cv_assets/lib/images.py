@@ -69,7 +69,9 @@ def decode_image(path: str, data: bytes, limits: ImageLimits) -> DecodedImage:
         )
     try:
         img = _open_header_only(data)
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ModuleNotFoundError):
+        # ModuleNotFoundError: a third-party patch of Image.open (Ultralytics' HEIF fallback)
+        # failing offline on the same unidentified bytes.
         raise ImageRejected(
             "not_an_image", f"{path}: not an image (no JPEG or PNG header)"
         ) from None

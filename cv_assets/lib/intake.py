@@ -250,6 +250,8 @@ def ingest_batch(
                 "width": decoded.width,
                 "height": decoded.height,
                 "n_boxes": len(boxes),
+                "label_sha256": hashlib.sha256(label_text).hexdigest(),
+                "class_ids": " ".join(str(int(b[0])) for b in boxes),
                 "standardised": not decoded.passthrough,
             }
         )
@@ -282,6 +284,8 @@ SAMPLE_COLUMNS = [
     "width",
     "height",
     "n_boxes",
+    "label_sha256",
+    "class_ids",
     "standardised",
 ]
 QUARANTINE_COLUMNS = ["item", "stem", "rule", "reason"]

@@ -25,6 +25,9 @@ class PlatformConfig:
     mlflow_tracking_uri: str
     s3_endpoint_url: str | None
     classes: tuple[str, ...]
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    mlflow_artifact_root: str | None = None
+    require_approval: bool = False
 
     @property
     def dagster_home(self) -> Path:
@@ -56,6 +59,7 @@ class PlatformConfig:
                 raise ValueError("CV_ASSETS_PROFILE=cloud needs MLFLOW_TRACKING_URI")
             landing, artifacts = f"{root.rstrip('/')}/landing", f"{root.rstrip('/')}/artifacts"
         else:
+            root = ""
             landing, artifacts = str(home / "landing"), str(home / "artifacts")
         classes = tuple(
             c.strip() for c in e.get("CV_ASSETS_CLASSES", ",".join(DEFAULT_CLASSES)).split(",")
@@ -68,4 +72,10 @@ class PlatformConfig:
             mlflow_tracking_uri=e.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             s3_endpoint_url=e.get("CV_ASSETS_S3_ENDPOINT_URL") or None,
             classes=tuple(c for c in classes if c),
+            mlflow_ui_url=e.get("MLFLOW_UI_URL", "http://127.0.0.1:5000"),
+            mlflow_artifact_root=e.get(
+                "MLFLOW_ARTIFACT_ROOT",
+                f"{root.rstrip('/')}/mlflow" if profile == "cloud" else str(home / "mlruns"),
+            ),
+            require_approval=e.get("CV_ASSETS_REQUIRE_APPROVAL", "0").lower() in ("1", "true"),
         )

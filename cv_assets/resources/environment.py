@@ -8,7 +8,12 @@ from typing import Any
 
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.io_manager import JsonRecordIOManager
-from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
+from cv_assets.resources.storage import (
+    ArtifactStoreResource,
+    LandingZoneResource,
+    MlflowResource,
+    PlatformSettings,
+)
 
 
 def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
@@ -19,4 +24,10 @@ def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
         "landing": LandingZoneResource(root=cfg.landing_root, s3_endpoint_url=cfg.s3_endpoint_url),
         "settings": PlatformSettings(classes=list(cfg.classes), home=str(cfg.home)),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
+        "mlflow": MlflowResource(
+            tracking_uri=cfg.mlflow_tracking_uri,
+            artifact_root=cfg.mlflow_artifact_root,
+            ui_url=cfg.mlflow_ui_url,
+            require_approval=cfg.require_approval,
+        ),
     }

@@ -1,11 +1,15 @@
 """Resources over the artifact store and the landing zone (local paths or ``s3://``)."""
 
 from functools import lru_cache
+from typing import Any
 
 import dagster as dg
 
+from cv_assets.lib import tracking
 from cv_assets.lib.landing import LandingZone
+from cv_assets.lib.registry import Registry
 from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.tracking import MODEL_NAME
 
 
 @lru_cache(maxsize=8)
@@ -45,3 +49,22 @@ class PlatformSettings(dg.ConfigurableResource):
 
     classes: list[str]
     home: str
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and the model registry (SQLite by default, a server when deployed)."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
+    ui_url: str = "http://127.0.0.1:5000"
+    model_name: str = MODEL_NAME
+    require_approval: bool = False
+
+    def client(self) -> Any:
+        """A client whose experiment exists, with artifacts under ``artifact_root``."""
+        c = tracking.client(self.tracking_uri)
+        tracking.experiment_id(c, artifact_location=self.artifact_root)
+        return c
+
+    def registry(self, store: ArtifactStore) -> Registry:
+        return Registry(self.client(), self.model_name, store)

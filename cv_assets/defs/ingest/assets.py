@@ -118,6 +118,7 @@ def intake(
         "quarantine": quarantine.as_dict(),
         "images_prefix": f"{out_key}/images",
         "classes": settings.classes,
+        "acceptance_ok": res.acceptance_rate >= config.min_acceptance_rate,
         **counts,
     }
     yield dg.Output(

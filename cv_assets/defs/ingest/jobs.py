@@ -9,5 +9,5 @@ intake_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("raw_batch", "validated_batch", "batch_features"),
     partitions_def=batches,
     description="Copy, validate and measure one landed batch.",
-    tags={"cv_assets/stage": "intake"},
+    tags={"cv_assets/stage": "intake", "dagster/max_runtime": str(3600)},
 )

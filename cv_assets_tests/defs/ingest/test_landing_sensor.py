@@ -125,13 +125,19 @@ def test_daemon_takes_landed_batches_through_sensor_run_and_partitions(cfg, tmp_
         done = latest_by_partition(instance, "validated_batch")
         assert set(done) == want, (tmp_path / "daemon.log").read_text()[-3000:]
         assert set(instance.get_dynamic_partitions(BATCHES)) == want
-        runs = instance.get_runs(dg.RunsFilter(tags={"cv_assets/trigger": "landing"}))
+        flt = dg.RunsFilter(tags={"cv_assets/trigger": "landing"})
+        while time.monotonic() < deadline and any(
+            not r.is_finished for r in instance.get_runs(flt)
+        ):
+            time.sleep(1)  # materialised; the run itself may still be closing
+        runs = instance.get_runs(flt)
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(want)
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(want)
         for b in batches:
             m = done[b.batch_id]
             assert m["landed"] == b.files_landed == m["accepted"] + m["quarantined"]
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=60)
         instance.dispose()

@@ -1,0 +1,1 @@
+"""Dataset versioning: every accepted sample, snapshotted and split by content hash."""

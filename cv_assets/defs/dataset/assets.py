@@ -1,0 +1,79 @@
+"""``training_dataset``: the versioned snapshot that training and evaluation take as input."""
+
+import io
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from cv_assets.lib.dataset import build_snapshot, data_yaml, parquet_bytes
+from cv_assets.lib.report import md_table
+from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
+
+OWNERS = ["team:ml-platform"]
+
+
+@dg.asset(
+    group_name="dataset",
+    kinds={"pandas", "parquet"},
+    owners=OWNERS,
+    code_version="1",
+    ins={"validated_batch": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+)
+def training_dataset(
+    context: dg.AssetExecutionContext,
+    validated_batch: dict[str, dict[str, Any]],
+    artifacts: ArtifactStoreResource,
+    settings: PlatformSettings,
+) -> dg.Output[dict[str, Any]]:
+    """Versioned snapshot of all accepted samples, split 80/10/10 by content hash."""
+    store = artifacts.store
+    usable = {b: r for b, r in validated_batch.items() if r.get("acceptance_ok", True)}
+    excluded = sorted(set(validated_batch) - set(usable))
+    tables = [
+        (b, pd.read_parquet(io.BytesIO(store.verify(r["samples"]))))
+        for b, r in sorted(usable.items())
+    ]
+    snap = build_snapshot(tables, settings.classes)
+    if snap.samples.empty:
+        raise dg.Failure(description="no accepted samples yet: land and validate a batch first")
+    prefix = f"datasets/{snap.version}"
+    samples = store.put_bytes(f"{prefix}/samples.parquet", parquet_bytes(snap.samples))
+    for split in ("train", "val", "test"):
+        store.put_bytes(
+            f"{prefix}/{split}.txt", ("\n".join(snap.split_paths(split)) + "\n").encode()
+        )
+    yaml_ref = store.put_bytes(
+        f"{prefix}/data.yaml", data_yaml(snap.classes, store.uri(prefix)).encode()
+    )
+    record = {
+        "version": snap.version,
+        "classes": snap.classes,
+        "batches": snap.batches,
+        "excluded_batches": excluded,
+        "counts": snap.counts,
+        "class_counts": snap.class_counts,
+        "images": len(snap.samples),
+        "samples": samples.as_dict(),
+        "data_yaml": yaml_ref.as_dict(),
+        "data_yaml_key": f"{prefix}/data.yaml",
+    }
+    per_class = md_table(
+        [(c, *(snap.class_counts[s][c] for s in ("train", "val", "test"))) for c in snap.classes],
+        ["class", "train boxes", "val boxes", "test boxes"],
+    )
+    context.log.info(f"dataset {snap.version}: {snap.counts} from {len(snap.batches)} batches")
+    return dg.Output(
+        record,
+        data_version=dg.DataVersion(snap.version),
+        metadata={
+            "dataset_version": snap.version,
+            "images": record["images"],
+            **{f"{s}_images": n for s, n in snap.counts.items()},
+            "batches": len(snap.batches),
+            "excluded_batches": ", ".join(excluded) or "none",
+            "boxes_by_class": dg.MetadataValue.md(per_class),
+            "data_yaml": dg.MetadataValue.path(yaml_ref.uri),
+            "samples_sha256": samples.sha256,
+        },
+    )

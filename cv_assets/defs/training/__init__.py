@@ -1,0 +1,1 @@
+"""Training, evaluation against the champion, the blessing gate and the model registry."""

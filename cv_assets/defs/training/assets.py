@@ -1,0 +1,288 @@
+"""Training assets: the challenger's weights, its evaluation against the champion, the champion."""
+
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.defs.training.checks import GATE_CHECK, gate_result
+from cv_assets.defs.training.config import GateConfig, TrainConfig
+from cv_assets.lib import tracking
+from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
+from cv_assets.lib.plots import markdown_image
+from cv_assets.lib.report import md_table
+from cv_assets.lib.training import (
+    TRAIN_CODE_VERSION,
+    evaluate_weights,
+    evaluation_plots,
+    gate,
+    local_file,
+    scratch_dir,
+    search_space,
+    test_split,
+    train_and_record,
+)
+from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+
+OWNERS = ["team:ml-platform"]
+# Evaluation and registration are cheap to retry (MLflow or the store briefly unreachable).
+RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    owners=OWNERS,
+    code_version=TRAIN_CODE_VERSION,
+    pool="cv_assets_training",
+)
+def yolo_model(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    training_dataset: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+) -> dg.Output[dict[str, Any]]:
+    """YOLO weights trained offline from a model YAML on one dataset version, tracked in MLflow."""
+    store = artifacts.store
+    try:
+        check_trainable(training_dataset["counts"], config.minimums(), training_dataset["version"])
+        client = mlflow.client()
+    except DatasetTooSmall as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from None
+    except tracking.TrackingUnavailable as e:
+        # Only an unreachable tracking server is worth retrying; a bug or bad data is not.
+        raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
+    warm = None
+    if config.warm_start and (champ := mlflow.registry(store).champion()):
+        with scratch_dir("warm") as tmp:
+            warm = (local_file(store, champ.weights_uri, Path(tmp)), champ.weights_sha256)
+    try:
+        rec = _train(context, config, training_dataset, store, client, warm)
+    except tracking.TrackingUnavailable as e:
+        raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
+    link = tracking.run_url(mlflow.ui_url, tracking.experiment_id(client), rec["mlflow_run_id"])
+    context.log.info(f"weights {rec['weights']['sha256'][:12]} reused={rec['reused']}")
+    return dg.Output(
+        rec,
+        data_version=dg.DataVersion(rec["weights"]["sha256"]),
+        metadata={
+            "weights": dg.MetadataValue.path(rec["weights"]["uri"]),
+            "weights_sha256": rec["weights"]["sha256"],
+            "dataset_version": rec["dataset_version"],
+            "val_map50": round(rec["val_map50"], 4),
+            "val_map50_95": round(rec["val_map50_95"], 4),
+            "epochs": rec["epochs_run"],
+            "train_seconds": rec["train_seconds"],
+            "reused_existing_weights": rec["reused"],
+            "mlflow_run_id": rec["mlflow_run_id"],
+            "mlflow_run": dg.MetadataValue.url(link),
+            **({"search": dg.MetadataValue.md(rec["search_md"])} if "search_md" in rec else {}),
+        },
+    )
+
+
+def _train(context, config: TrainConfig, dataset, store, client, warm) -> dict[str, Any]:
+    """One training, or K trainings as MLflow child runs keeping the best by validation mAP."""
+    code = context.assets_def.code_versions_by_key[context.asset_key] or TRAIN_CODE_VERSION
+    s = config.search
+    if s.trials <= 0:
+        return train_and_record(
+            store,
+            dataset,
+            config.params(),
+            client,
+            force=config.force,
+            warm_start=warm,
+            code_version=code,
+        )
+    space = {"lr0": s.lr0, "imgsz": s.imgsz, "model_yaml": s.model_yaml}
+    parent = tracking.start_run(client, "hpo_sweep", {"dataset_version": dataset["version"]})
+    trials = []
+    for i, override in enumerate(search_space(s.strategy, s.trials, space, config.seed)):
+        context.log.info(f"trial {i + 1}/{s.trials}: {override}")
+        trials.append(
+            train_and_record(
+                store,
+                dataset,
+                config.params(**override),
+                client,
+                force=config.force,
+                warm_start=warm,
+                code_version=code,
+                parent_run=parent,
+                run_name=f"trial-{i + 1}",
+            )
+        )
+    client.set_terminated(parent, "FINISHED")
+    best = max(trials, key=lambda r: (r["val_map50_95"], r["val_map50"]))
+    rows = [
+        (
+            t["params"]["model_yaml"],
+            t["params"]["imgsz"],
+            t["params"]["lr0"],
+            round(t["val_map50"], 3),
+            round(t["val_map50_95"], 3),
+            "best" if t is best else "",
+        )
+        for t in trials
+    ]
+    table = md_table(rows, ["model", "imgsz", "lr0", "val mAP50", "val mAP50-95", ""])
+    return best | {"search_md": table, "search_parent_run": parent}
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
+    check_specs=[GATE_CHECK],
+    retry_policy=RETRY,
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    config: GateConfig,
+    yolo_model: dict[str, Any],
+    training_dataset: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+):
+    """Challenger and current champion scored on the same frozen test split, in the same run."""
+    store, client = artifacts.store, mlflow.client()
+    classes, champ = training_dataset["classes"], mlflow.registry(store).champion()
+    with scratch_dir("eval") as tmp:
+        cache = Path(tmp)
+        images, labels = test_split(store, training_dataset, cache)
+        w = yolo_model["weights"]
+        ev = evaluate_weights(
+            local_file(store, w["uri"], cache),
+            w["sha256"],
+            images,
+            labels,
+            yolo_model["params"]["imgsz"],
+            len(classes),
+            config.device,
+        )
+        champ_ev = None
+        if champ is not None:
+            champ_ev = evaluate_weights(
+                local_file(store, champ.weights_uri, cache),
+                champ.weights_sha256,
+                images,
+                labels,
+                champ.imgsz or 160,
+                len(classes),
+                config.device,
+            )
+        plots = evaluation_plots(ev, classes)
+    decision = gate(
+        ev.metrics, champ_ev.metrics if champ_ev else None, config.min_map50, config.epsilon
+    )
+    prefix = f"evaluations/{yolo_model['key']}"
+    refs = {k: store.put_bytes(f"{prefix}/{k}.png", png) for k, png in plots.items()}
+    summary = ev.metrics.summary(classes)
+    champ_summary = champ_ev.metrics.summary(classes) if champ_ev else None
+    run_id = yolo_model["mlflow_run_id"]
+    tracking.log_metrics(client, run_id, {f"test_{k}": v for k, v in summary.items()})
+    with scratch_dir("plots") as tmp:
+        for k, png in plots.items():
+            (Path(tmp) / f"{k}.png").write_bytes(png)
+            client.log_artifact(run_id, str(Path(tmp) / f"{k}.png"), "evaluation")
+    record = {
+        "key": yolo_model["key"],
+        "dataset_version": training_dataset["version"],
+        "test_images": len(images),
+        "challenger": summary,
+        "champion": ({"version": champ.version} | champ_summary)
+        if champ and champ_summary
+        else None,
+        "gate": {"passed": decision.passed, "reasons": decision.reasons},
+        "plots": {k: r.uri for k, r in refs.items()},
+    }
+    store.put_bytes(f"{prefix}/evaluation.json", json.dumps(record, indent=1).encode())
+    rows = [
+        (k, summary[k], champ_summary[k] if champ_summary else "-")
+        for k in summary
+        if k != "n_images"
+    ]
+    yield dg.Output(
+        record,
+        metadata={
+            "map50": summary["map50"],
+            "map50_95": summary["map50_95"],
+            "precision": summary["precision"],
+            "recall": summary["recall"],
+            "test_images": len(images),
+            "champion_version": champ.version if champ else "none",
+            "vs_champion": dg.MetadataValue.md(
+                md_table(rows, ["metric", "challenger", "champion"])
+            ),
+            "gate": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            **{k: dg.MetadataValue.md(markdown_image(png, k)) for k, png in plots.items()},
+        },
+    )
+    yield gate_result(decision, summary, champ_summary)
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"mlflow"},
+    owners=OWNERS,
+    code_version="1",
+    retry_policy=RETRY,
+)
+def champion_model(
+    context: dg.AssetExecutionContext,
+    model_evaluation: dict[str, Any],
+    yolo_model: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+) -> dg.Output[dict[str, Any]]:
+    """The registered model version; the `champion` alias moves only when the gate blessed it."""
+    reg = mlflow.registry(artifacts.store)
+    ev = model_evaluation["challenger"]
+    tags = {
+        "weights_uri": yolo_model["weights"]["uri"],
+        "weights_sha256": yolo_model["weights"]["sha256"],
+        "dataset_version": yolo_model["dataset_version"],
+        "map50": str(ev["map50"]),
+        "map50_95": str(ev["map50_95"]),
+        "imgsz": str(yolo_model["params"]["imgsz"]),
+        "class_names": json.dumps(yolo_model["classes"]),
+        "status": "registered",
+    }
+    run = mlflow.client().get_run(yolo_model["mlflow_run_id"])
+    mv = reg.register(f"{run.info.artifact_uri}/weights", yolo_model["mlflow_run_id"], tags)
+    champ = reg.champion()
+    why = "; ".join(model_evaluation["gate"]["reasons"])
+    if champ and champ.version == mv.version:
+        action = "unchanged: already the champion"
+    elif mlflow.require_approval:
+        reg.hold_for_approval(mv.version, "gate", why)
+        action = f"pending_approval: run `cv-assets promote {mv.version}` to promote it"
+    else:
+        reg.promote(mv.version, f"gate (run {context.run_id[:8]})", why)
+        action = f"promoted: v{mv.version} is the champion"
+    context.log.info(action)
+    now = reg.get(mv.version)
+    hist = reg.history()[-10:]
+    rows = [(h["at"], h["action"], h["version"], h["previous"] or "-", h["who"]) for h in hist]
+    return dg.Output(
+        now.as_dict() | {"action": action},
+        metadata={
+            "version": now.version,
+            "status": now.status,
+            "action": action,
+            "map50": now.map50 or 0.0,
+            "map50_95": now.map50_95 or 0.0,
+            "registry": dg.MetadataValue.url(
+                tracking.model_url(mlflow.ui_url, mlflow.model_name, now.version)
+            ),
+            "history": dg.MetadataValue.md(
+                md_table(rows, ["at", "action", "version", "from", "who"])
+            ),
+            "requested_by": getpass.getuser(),
+        },
+    )

@@ -1,0 +1,35 @@
+"""The blessing gate: a challenger is promoted only if it beats the champion."""
+
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.lib.report import md_table
+from cv_assets.lib.training import GateDecision
+
+GATE_CHECK = dg.AssetCheckSpec(
+    "challenger_beats_champion",
+    asset="model_evaluation",
+    blocking=True,
+    description="mAP50 above the floor and mAP50-95 no worse than the champion's (minus epsilon). "
+    "Blocks champion_model when it fails.",
+)
+
+
+def gate_result(
+    decision: GateDecision, challenger: dict[str, Any], champion: dict[str, Any] | None
+) -> dg.AssetCheckResult:
+    keys = ("map50", "map50_95", "precision", "recall")
+    rows = [(k, challenger[k], champion[k] if champion else "-") for k in keys]
+    return dg.AssetCheckResult(
+        check_name="challenger_beats_champion",
+        asset_key="model_evaluation",
+        passed=decision.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=("blessed: " if decision.passed else "not blessed: ")
+        + "; ".join(decision.reasons),
+        metadata={
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "metrics": dg.MetadataValue.md(md_table(rows, ["metric", "challenger", "champion"])),
+        },
+    )

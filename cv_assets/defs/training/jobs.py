@@ -1,0 +1,26 @@
+"""Jobs of the training group: a plain retrain, and a hyperparameter sweep through the same gate."""
+
+import dagster as dg
+
+TRAINING_ASSETS = dg.AssetSelection.assets(
+    "training_dataset", "yolo_model", "model_evaluation", "champion_model"
+)
+
+# max_runtime lets run monitoring fail a run whose worker was killed, freeing its slots.
+TAGS = {"cv_assets/stage": "training", "dagster/max_runtime": str(4 * 3600)}
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=TRAINING_ASSETS,
+    description="Snapshot the dataset, train a challenger, gate it against the champion, register.",
+    tags=TAGS,
+)
+
+hpo_sweep = dg.define_asset_job(
+    "hpo_sweep",
+    selection=TRAINING_ASSETS,
+    description="Train K configurations (MLflow child runs) on one dataset version; the best by "
+    "validation mAP goes through the same gate as any challenger.",
+    tags=TAGS,
+    config={"ops": {"yolo_model": {"config": {"search": {"trials": 3, "strategy": "grid"}}}}},
+)

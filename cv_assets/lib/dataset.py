@@ -1,0 +1,110 @@
+"""Versioned training datasets: a snapshot of every accepted sample, split by content hash.
+
+The split of an image is a pure function of its sha256, so adding data never moves an image from
+one split to another, and the frozen test split only ever grows by new images. A dataset's version
+is the hash of its manifest (every sample's image and label hash and split), so the same accepted
+data always gives the same version, and any change to an image or a label gives a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+
+
+def stable_split(sha256: str, train: int = 80, val: int = 10) -> str:
+    """``train``/``val``/``test`` from the image's content hash (80/10/10 by default)."""
+    bucket = int(sha256[:8], 16) % 100
+    return "train" if bucket < train else "val" if bucket < train + val else "test"
+
+
+@dataclass
+class DatasetSnapshot:
+    version: str
+    samples: pd.DataFrame  # one row per accepted image, with its split
+    classes: list[str]
+    batches: list[str]
+    counts: dict[str, int] = field(default_factory=dict)
+    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def split_paths(self, split: str, local_path: Any = None) -> list[str]:
+        uris = self.samples.loc[self.samples["split"] == split, "image_uri"].tolist()
+        return [local_path(u) if local_path else u for u in uris]
+
+
+def build_snapshot(
+    batch_tables: Iterable[tuple[str, pd.DataFrame]], classes: Sequence[str]
+) -> DatasetSnapshot:
+    """One snapshot from the accepted-samples table of each batch.
+
+    An image accepted by two batches (impossible after intake's duplicate check, but cheap to
+    guard) is kept once, from the batch listed first.
+    """
+    frames, batches = [], []
+    for batch_id, df in batch_tables:
+        if len(df):
+            frames.append(df.assign(batch_id=batch_id))
+        batches.append(batch_id)
+    cols = ["batch_id", "stem", "sha256", "label_sha256", "image_uri", "label_uri", "class_ids"]
+    all_samples = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})
+    )
+    all_samples = all_samples.drop_duplicates("sha256").sort_values("sha256", ignore_index=True)
+    all_samples["split"] = [stable_split(s) for s in all_samples["sha256"]]
+    body = list(
+        zip(all_samples["sha256"], all_samples["label_sha256"], all_samples["split"], strict=True)
+    )
+    version = hashlib.sha256(json.dumps([list(classes), body]).encode()).hexdigest()[:16]
+    counts = {s: int((all_samples["split"] == s).sum()) for s in SPLITS}
+    class_counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        c: Counter[str] = Counter()
+        for ids in all_samples.loc[all_samples["split"] == split, "class_ids"]:
+            c.update(classes[int(i)] for i in str(ids).split())
+        class_counts[split] = {name: c.get(name, 0) for name in classes}
+    return DatasetSnapshot(
+        version=version,
+        samples=pd.DataFrame(all_samples[[*cols, "split"]]),
+        classes=list(classes),
+        batches=sorted(batches),
+        counts=counts,
+        class_counts=class_counts,
+    )
+
+
+def data_yaml(classes: Sequence[str], root: str) -> str:
+    """An Ultralytics data.yaml that points at file lists, so no image is copied."""
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(classes))
+    return f"path: {root}\ntrain: train.txt\nval: val.txt\ntest: test.txt\nnames:\n{names}\n"
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+class DatasetTooSmall(ValueError):
+    pass
+
+
+def check_trainable(counts: dict[str, int], minimum: dict[str, int], version: str) -> None:
+    """Refuse, in words, a dataset that Ultralytics would crash on or learn nothing from."""
+    short = [
+        f"{s} {counts.get(s, 0)} < {minimum[s]}" for s in SPLITS if counts.get(s, 0) < minimum[s]
+    ]
+    if short:
+        raise DatasetTooSmall(
+            f"dataset {version} is too small to train on: {', '.join(short)} images "
+            f"(train/val/test = {counts.get('train', 0)}/{counts.get('val', 0)}/"
+            f"{counts.get('test', 0)}). Land more batches, or lower min_images_per_split."
+        )

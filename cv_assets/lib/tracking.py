@@ -1,0 +1,77 @@
+"""MLflow tracking: one run per training, owned by the asset that trains.
+
+The client is used explicitly (never ``mlflow.start_run``'s global state), so a run is never
+shared between threads or left attached to a process. Failing to reach the tracking server is
+reported with its URI, quickly, instead of after minutes of silent HTTP retries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+# Fail fast and name the server; the asset's retry policy decides about trying again.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+EXPERIMENT = "cv_assets"
+MODEL_NAME = "cv_assets_detector"
+
+
+class TrackingUnavailable(RuntimeError):
+    pass
+
+
+def client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def experiment_id(c: Any, name: str = EXPERIMENT, artifact_location: str | None = None) -> str:
+    """The experiment's id, created on first use. Raises ``TrackingUnavailable`` with the URI.
+
+    ``artifact_location`` matters only at creation: without it MLflow would put artifacts in
+    ``./mlruns`` relative to whatever directory the process happens to run in.
+    """
+    try:
+        exp = c.get_experiment_by_name(name)
+        if exp:
+            return exp.experiment_id
+        return c.create_experiment(name, artifact_location=artifact_location)
+    except Exception as e:  # mlflow raises many types for "cannot reach the store"
+        raise TrackingUnavailable(
+            f"MLflow tracking at {c.tracking_uri} is unreachable: {type(e).__name__}: {e}"
+        ) from e
+
+
+def start_run(c: Any, run_name: str, tags: Mapping[str, str], parent: str | None = None) -> str:
+    exp = experiment_id(c)
+    t = dict(tags) | ({"mlflow.parentRunId": parent} if parent else {})
+    return c.create_run(exp, run_name=run_name, tags=t).info.run_id
+
+
+def log_params(c: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    c.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+
+def log_metrics(c: Any, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """One request for a whole row of metrics (an epoch), not one per metric."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    safe = {k.replace("(", "_").replace(")", ""): v for k, v in metrics.items()}
+    c.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in safe.items()])
+
+
+def run_url(ui_url: str, experiment: str, run_id: str) -> str:
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def model_url(ui_url: str, name: str, version: str) -> str:
+    return f"{ui_url.rstrip('/')}/#/models/{name}/versions/{version}"

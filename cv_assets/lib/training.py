@@ -1,0 +1,248 @@
+"""Training, evaluation and the gate, as plain functions the assets call.
+
+A training is identified by its cache key: the dataset version, the training parameters and the
+training code version. Re-materialising with the same key reuses the stored weights instead of
+training again (unless forced): the expensive step never repeats by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cv_assets.lib.dataset import SPLITS, data_yaml
+from cv_assets.lib.metrics import DetectionMetrics, evaluate_detections, read_yolo_truth
+from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.yolo import TrainParams, predict_yolo, verified_weights
+
+TRAIN_CODE_VERSION = "1"
+
+
+def cache_key(dataset_version: str, params: TrainParams, warm_start_sha: str | None) -> str:
+    body = {
+        "dataset": dataset_version,
+        "params": params.as_params(),
+        "code": TRAIN_CODE_VERSION,
+        "warm_start": warm_start_sha,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def local_file(store: ArtifactStore, uri: str, cache: Path) -> Path:
+    """A local path for an artifact: the file itself when local, a cached download on S3."""
+    key = store.key_of(uri)
+    local = store.local_path(key)
+    if local is not None:
+        return local
+    dest = cache / key
+    if not dest.exists():
+        store.download(key, dest)
+    return dest
+
+
+def localize_dataset(store: ArtifactStore, dataset: dict[str, Any], cache: Path) -> Path:
+    """A data.yaml whose file lists name local images (with their labels beside them)."""
+    if not store.is_s3:
+        return Path(store.uri(dataset["data_yaml_key"]))
+    samples = pd.read_parquet(local_file(store, dataset["samples"]["uri"], cache))
+    root = cache / "datasets" / dataset["version"]
+    root.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        rows = samples[samples["split"] == split]
+        paths = []
+        for img, lab in zip(rows["image_uri"], rows["label_uri"], strict=True):
+            paths.append(str(local_file(store, img, cache)))
+            local_file(store, lab, cache)
+        (root / f"{split}.txt").write_text("\n".join(paths) + "\n")
+    (root / "data.yaml").write_text(data_yaml(dataset["classes"], str(root)))
+    return root / "data.yaml"
+
+
+@dataclass
+class Evaluated:
+    metrics: DetectionMetrics
+    predictions: list[Any] = field(repr=False)
+    truths: list[Any] = field(repr=False)
+    images: list[str] = field(repr=False)
+
+
+def evaluate_weights(
+    weights: Path,
+    sha256: str,
+    images: Sequence[str],
+    labels: Sequence[str],
+    imgsz: int,
+    n_classes: int,
+    device: str = "auto",
+) -> Evaluated:
+    """Score weights on a set of images with the platform's own metric code."""
+    preds = predict_yolo(verified_weights(weights, sha256), images, imgsz, device=device)
+    truths = [read_yolo_truth(Path(p).read_text()) for p in labels]
+    return Evaluated(evaluate_detections(preds, truths, n_classes), preds, truths, list(images))
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reasons: list[str]
+
+
+def gate(
+    challenger: DetectionMetrics,
+    champion: DetectionMetrics | None,
+    min_map50: float,
+    epsilon: float,
+) -> GateDecision:
+    """TFX-style blessing: an absolute floor, then no regression against the champion."""
+    reasons, passed = [], True
+    if challenger.map50 >= min_map50:
+        reasons.append(f"mAP50 {challenger.map50:.3f} >= floor {min_map50:.3f}")
+    else:
+        passed = False
+        reasons.append(f"mAP50 {challenger.map50:.3f} is below the floor {min_map50:.3f}")
+    if champion is None:
+        reasons.append("no champion yet: the floor is the only criterion")
+    elif challenger.map50_95 >= champion.map50_95 - epsilon:
+        reasons.append(
+            f"mAP50-95 {challenger.map50_95:.3f} >= champion {champion.map50_95:.3f} - "
+            f"epsilon {epsilon:g}"
+        )
+    else:
+        passed = False
+        reasons.append(
+            f"mAP50-95 {challenger.map50_95:.3f} is below champion {champion.map50_95:.3f} - "
+            f"epsilon {epsilon:g}: the champion stays"
+        )
+    return GateDecision(passed, reasons)
+
+
+def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix=f"cv_assets_{prefix}_")
+
+
+def train_and_record(
+    store: ArtifactStore,
+    dataset: dict[str, Any],
+    params: TrainParams,
+    mlflow_client: Any,
+    *,
+    force: bool = False,
+    warm_start: tuple[Path, str] | None = None,
+    code_version: str = "",
+    parent_run: str | None = None,
+    run_name: str = "yolo_model",
+) -> dict[str, Any]:
+    """Train (or reuse) weights for ``dataset`` and return their record.
+
+    The record (``models/<key>/record.json``) is written only after the weights are safely in the
+    store, so a training killed half-way leaves nothing that looks finished.
+    """
+    from cv_assets.lib import tracking
+    from cv_assets.lib.yolo import train_yolo
+
+    key = cache_key(dataset["version"], params, warm_start[1] if warm_start else None)
+    record_key = f"models/{key}/record.json"
+    if store.exists(record_key) and not force:
+        return json.loads(store.get_bytes(record_key)) | {"reused": True}
+
+    tags = {
+        "dataset_version": dataset["version"],
+        "code_version": code_version or TRAIN_CODE_VERSION,
+        "cache_key": key,
+        "warm_start_sha256": warm_start[1] if warm_start else "",
+    }
+    run_id = tracking.start_run(mlflow_client, run_name, tags, parent=parent_run)
+    tracking.log_params(
+        mlflow_client, run_id, params.as_params() | {"dataset_images": dataset["images"]}
+    )
+    try:
+        with scratch_dir("train") as tmp:
+            data = localize_dataset(store, dataset, Path(tmp) / "cache")
+            out = train_yolo(
+                data,
+                Path(tmp) / "runs",
+                params,
+                on_epoch=lambda ep, row: tracking.log_metrics(mlflow_client, run_id, row, step=ep),
+                warm_start=warm_start[0] if warm_start else None,
+            )
+            weights = store.put_file(f"models/{key}/best.pt", out.weights)
+            mlflow_client.log_artifact(run_id, str(out.weights), "weights")
+            for extra in ("results.csv", "args.yaml"):
+                if (out.run_dir / extra).exists():
+                    mlflow_client.log_artifact(run_id, str(out.run_dir / extra))
+    except BaseException:
+        mlflow_client.set_terminated(run_id, "FAILED")
+        raise
+    val = {
+        "val_map50": out.metrics.get("metrics/mAP50(B)", 0.0),
+        "val_map50_95": out.metrics.get("metrics/mAP50-95(B)", 0.0),
+    }
+    record = {
+        "key": key,
+        "dataset_version": dataset["version"],
+        "classes": dataset["classes"],
+        "params": params.as_params(),
+        "weights": weights.as_dict(),
+        "mlflow_run_id": run_id,
+        "epochs_run": out.epochs,
+        "train_seconds": round(out.seconds, 1),
+        "warm_start_sha256": tags["warm_start_sha256"],
+        **val,
+    }
+    tracking.log_metrics(mlflow_client, run_id, val, step=out.epochs)
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    store.put_bytes(record_key, json.dumps(record, indent=1).encode())
+    return record | {"reused": False}
+
+
+def test_split(
+    store: ArtifactStore, dataset: dict[str, Any], cache: Path, split: str = "test"
+) -> tuple[list[str], list[str]]:
+    """Local image and label paths of one split of a dataset version (the frozen test set)."""
+    samples = pd.read_parquet(local_file(store, dataset["samples"]["uri"], cache))
+    rows = pd.DataFrame(samples[samples["split"] == split]).sort_values(by="sha256")
+    images = [str(local_file(store, u, cache)) for u in rows["image_uri"]]
+    labels = [str(local_file(store, u, cache)) for u in rows["label_uri"]]
+    return images, labels
+
+
+def evaluation_plots(ev: Evaluated, classes: Sequence[str], n_grid: int = 9) -> dict[str, bytes]:
+    from cv_assets.lib.plots import confusion_matrix_png, pr_curve_png, prediction_grid_png
+
+    m = ev.metrics
+    shown = [
+        (img, t, p[p[:, 4] >= 0.25])
+        for img, t, p in list(zip(ev.images, ev.truths, ev.predictions, strict=True))[:n_grid]
+    ]
+    return {
+        "pr_curve": pr_curve_png(m.recall_grid, m.precision_curves, m.ap50_per_class, classes),
+        "confusion_matrix": confusion_matrix_png(m.confusion, classes),
+        "predictions": prediction_grid_png(shown, classes),
+    }
+
+
+def search_space(
+    strategy: str, trials: int, space: dict[str, list[Any]], seed: int = 0
+) -> list[dict[str, Any]]:
+    """``trials`` parameter overrides: the first ``trials`` grid points, or a seeded sample."""
+    import itertools
+    import random
+
+    keys = sorted(space)
+    grid = [
+        dict(zip(keys, combo, strict=True))
+        for combo in itertools.product(*(space[k] for k in keys))
+    ]
+    if strategy == "grid":
+        return grid[:trials]
+    if strategy == "random":
+        rng = random.Random(seed)
+        return rng.sample(grid, min(trials, len(grid)))
+    raise ValueError(f"search strategy {strategy!r}: expected 'grid' or 'random'")
