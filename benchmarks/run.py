@@ -6,10 +6,10 @@
 import sys
 import time
 
-from benchmarks import bench_intake
+from benchmarks import bench_intake, bench_training
 from benchmarks.common import README, Result, save
 
-ALL = {fn.__name__: fn for fn in bench_intake.BENCHMARKS}
+ALL = {fn.__name__: fn for fn in [*bench_intake.BENCHMARKS, *bench_training.BENCHMARKS]}
 
 
 def main(argv: list[str]) -> int:

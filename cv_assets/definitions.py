@@ -19,7 +19,9 @@ def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
         ingest.defs,
         dataset.defs,
         training.defs,
-        dg.Definitions(resources=platform_resources(cfg)),
+        # One process per run, not per step: on a 2-core machine, starting a Python process that
+        # imports torch for every step costs more than any parallelism between steps could win.
+        dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),
     )
 
 

@@ -63,7 +63,7 @@ class TrainParams:
     cos_lr: bool = True
     workers: int = 0
     cache: bool = True
-    mosaic: float = 1.0
+    mosaic: float = 0.0
 
     def as_params(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,11 @@ class TrainConfig(dg.Config):
     seed: int = Field(default=0, description="random seed (deterministic training)")
     patience: int = Field(default=100, description="early-stopping patience in epochs")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or '0'")
+    mosaic: float = Field(
+        default=0.0,
+        description="mosaic augmentation probability; off by default, because at small imgsz "
+        "it halves every object's size",
+    )
     warm_start: bool = Field(
         default=False, description="start from the champion's weights instead of from scratch"
     )
@@ -41,7 +46,17 @@ class TrainConfig(dg.Config):
     def params(self, **override: object) -> TrainParams:
         base = {
             k: getattr(self, k)
-            for k in ("model_yaml", "epochs", "imgsz", "batch", "lr0", "seed", "patience", "device")
+            for k in (
+                "model_yaml",
+                "epochs",
+                "imgsz",
+                "batch",
+                "lr0",
+                "seed",
+                "patience",
+                "device",
+                "mosaic",
+            )
         }
         return TrainParams(**(base | override))  # type: ignore[arg-type]
 

@@ -1,0 +1,129 @@
+"""Training benchmarks (issue 3): orchestration overhead, and quality per CPU-minute."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from benchmarks.bench_intake import QUIET, _fresh, _home
+from benchmarks.common import QUICK, Result
+from cv_assets.lib.synth import write_batches
+
+
+def orchestration_overhead() -> Result:
+    """yolo_model through Dagster vs YOLO(cfg).train() on the same data and settings."""
+    import dagster as dg
+
+    from cv_assets.definitions import build_defs
+    from cv_assets.defs.ingest.partitions import BATCHES
+    from cv_assets.lib.yolo import TrainParams, prepare_ultralytics, resolve_device
+
+    batches, per, epochs = (2, 40, 2) if QUICK else (4, 100, 16)
+    root = _fresh("orchestration_overhead")
+    cfg = _home(root)
+    ids = [
+        b.batch_id for b in write_batches(Path(cfg.landing_root), batches, per, seed=21, size=320)
+    ]
+    instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
+    instance.add_dynamic_partitions(BATCHES, ids)
+    defs = build_defs(cfg)
+    for b in ids:
+        defs.resolve_job_def("intake_job").execute_in_process(
+            partition_key=b, instance=instance, run_config=QUIET
+        )
+    job = defs.resolve_implicit_global_asset_job_def()
+    job.execute_in_process(
+        instance=instance, run_config=QUIET, asset_selection=[dg.AssetKey("training_dataset")]
+    )
+    rec = json.loads((Path(cfg.artifacts_root) / "records/training_dataset/_all.json").read_text())
+    params = TrainParams(epochs=epochs, imgsz=160, batch=32)
+
+    # Direct: what a user would write by hand, with the same settings the platform passes.
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    def direct_train(epochs: int, name: str) -> None:
+        YOLO(params.model_yaml).train(
+            data=str(Path(cfg.artifacts_root) / rec["data_yaml_key"]),
+            project=str(root / name),
+            name="train",
+            exist_ok=True,
+            epochs=epochs,
+            imgsz=params.imgsz,
+            batch=params.batch,
+            lr0=params.lr0,
+            optimizer=params.optimizer,
+            seed=params.seed,
+            patience=params.patience,
+            device=resolve_device(params.device),
+            cos_lr=params.cos_lr,
+            workers=params.workers,
+            cache=params.cache,
+            mosaic=params.mosaic,
+            deterministic=True,
+            plots=False,
+            amp=False,
+            verbose=False,
+        )
+
+    direct_train(1, "warmup")  # page cache, imports and kernels warm for both sides
+    t0 = time.perf_counter()
+    direct_train(epochs, "direct")
+    direct = time.perf_counter() - t0
+
+    run_config = QUIET | {
+        "ops": {
+            "yolo_model": {"config": {"epochs": epochs, "imgsz": 160, "batch": 32, "force": True}}
+        }
+    }
+    t0 = time.perf_counter()
+    r = job.execute_in_process(
+        instance=instance, run_config=run_config, asset_selection=[dg.AssetKey("yolo_model")]
+    )
+    platform = time.perf_counter() - t0
+    assert r.success
+    instance.dispose()
+    ratio = platform / direct
+    return Result(
+        "train_orchestration_overhead",
+        3,
+        f"yolo_model materialised through Dagster vs YOLO(cfg).train() directly "
+        f"({batches * per} images, {epochs} epochs, imgsz 160)",
+        ratio,
+        "x",
+        "<= 1.05x",
+        ratio <= 1.05,
+        f"direct {direct:.1f} s, through Dagster {platform:.1f} s (includes MLflow logging and "
+        "uploading the weights to the artifact store)",
+    )
+
+
+def quality_from_demo() -> Result:
+    """Reads the champion the last `make demo` produced: no retraining, the demo's real numbers."""
+    from cv_assets.lib import tracking
+    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.status import registry_for
+
+    home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
+    cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})
+    champ = registry_for(cfg).champion()
+    if champ is None:
+        raise SystemExit(f"no champion in {home}: run `make demo` first")
+    run = tracking.client(cfg.mlflow_tracking_uri).get_run(champ.mlflow_run_id)
+    minutes = (run.info.end_time - run.info.start_time) / 60000
+    ok = (champ.map50 or 0) >= 0.9 and minutes <= 10
+    return Result(
+        "demo_quality_per_cpu_minute",
+        3,
+        "test-split mAP50 of the demo's champion, and its training wall time on 2 cores",
+        champ.map50 or 0.0,
+        "mAP50",
+        ">= 0.9 within 10 min",
+        ok,
+        f"v{champ.version}: mAP50 {champ.map50}, mAP50-95 {champ.map50_95}, training run "
+        f"{minutes:.1f} min, params epochs={run.data.params.get('epochs')} "
+        f"imgsz={run.data.params.get('imgsz')} images={run.data.params.get('dataset_images')}",
+    )
+
+
+BENCHMARKS = [orchestration_overhead, quality_from_demo]
