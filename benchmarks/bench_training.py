@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.bench_intake import QUIET, _fresh, _home
@@ -16,7 +17,7 @@ def orchestration_overhead() -> Result:
 
     from cv_assets.definitions import build_defs
     from cv_assets.defs.ingest.partitions import BATCHES
-    from cv_assets.lib.yolo import TrainParams, prepare_ultralytics, resolve_device
+    from cv_assets.lib.yolo import TrainParams, prepare_ultralytics, ultralytics_train_args
 
     batches, per, epochs = (2, 40, 2) if QUICK else (4, 100, 16)
     root = _fresh("orchestration_overhead")
@@ -37,34 +38,15 @@ def orchestration_overhead() -> Result:
     )
     rec = json.loads((Path(cfg.artifacts_root) / "records/training_dataset/_all.json").read_text())
     params = TrainParams(epochs=epochs, imgsz=160, batch=32)
+    data = Path(cfg.artifacts_root) / rec["data_yaml_key"]
 
     # Direct: what a user would write by hand, with the same settings the platform passes.
     prepare_ultralytics()
     from ultralytics import YOLO
 
     def direct_train(epochs: int, name: str) -> None:
-        YOLO(params.model_yaml).train(
-            data=str(Path(cfg.artifacts_root) / rec["data_yaml_key"]),
-            project=str(root / name),
-            name="train",
-            exist_ok=True,
-            epochs=epochs,
-            imgsz=params.imgsz,
-            batch=params.batch,
-            lr0=params.lr0,
-            optimizer=params.optimizer,
-            seed=params.seed,
-            patience=params.patience,
-            device=resolve_device(params.device),
-            cos_lr=params.cos_lr,
-            workers=params.workers,
-            cache=params.cache,
-            mosaic=params.mosaic,
-            deterministic=True,
-            plots=False,
-            amp=False,
-            verbose=False,
-        )
+        p = replace(params, epochs=epochs)
+        YOLO(p.model_yaml).train(**ultralytics_train_args(p, data, root / name))
 
     direct_train(1, "warmup")  # page cache, imports and kernels warm for both sides
     t0 = time.perf_counter()

@@ -11,10 +11,10 @@ from typing import Any
 import dagster as dg
 
 from cv_assets.lib import tracking
+from cv_assets.lib.landing import LandingZone
 from cv_assets.lib.registry import Registry
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import ArtifactStore
-from cv_assets.resources.storage import _zone
 
 PAGE = 1000
 
@@ -44,7 +44,7 @@ def latest_by_partition(instance: dg.DagsterInstance, asset: str) -> dict[str, d
 
 
 def batches_section(cfg: PlatformConfig, instance: dg.DagsterInstance) -> dict[str, Any]:
-    complete, _ignored = _zone(cfg.landing_root, cfg.s3_endpoint_url).scan()
+    complete, _ignored = LandingZone(cfg.landing_root, cfg.s3_endpoint_url).scan()
     validated = latest_by_partition(instance, "validated_batch")
     store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
     refused = [

@@ -246,3 +246,58 @@ def search_space(
         rng = random.Random(seed)
         return rng.sample(grid, min(trials, len(grid)))
     raise ValueError(f"search strategy {strategy!r}: expected 'grid' or 'random'")
+
+
+@dataclass
+class ChallengerEvaluation:
+    summary: dict[str, Any]
+    champion: dict[str, Any] | None
+    decision: GateDecision
+    plots: dict[str, bytes]
+    record: dict[str, Any]
+
+
+def evaluate_challenger(
+    store: ArtifactStore,
+    dataset: dict[str, Any],
+    challenger: dict[str, Any],
+    champion: tuple[str, str, str, int | None] | None,
+    min_map50: float,
+    epsilon: float,
+    device: str = "auto",
+) -> ChallengerEvaluation:
+    """Challenger and champion (version, weights URI, sha256, imgsz) on the same test split.
+
+    Writes the plots and ``evaluation.json`` under ``evaluations/<challenger key>/``.
+    """
+    classes = dataset["classes"]
+    with scratch_dir("eval") as tmp:
+        cache = Path(tmp)
+        images, labels = test_split(store, dataset, cache)
+
+        def score(uri: str, sha: str, imgsz: int) -> Evaluated:
+            weights = local_file(store, uri, cache)
+            return evaluate_weights(weights, sha, images, labels, imgsz, len(classes), device)
+
+        w = challenger["weights"]
+        ev = score(w["uri"], w["sha256"], challenger["params"]["imgsz"])
+        champ_ev = score(champion[1], champion[2], champion[3] or 160) if champion else None
+        plots = evaluation_plots(ev, classes)
+    decision = gate(ev.metrics, champ_ev.metrics if champ_ev else None, min_map50, epsilon)
+    summary = ev.metrics.summary(classes)
+    champ_summary = champ_ev.metrics.summary(classes) if champ_ev else None
+    prefix = f"evaluations/{challenger['key']}"
+    refs = {k: store.put_bytes(f"{prefix}/{k}.png", png) for k, png in plots.items()}
+    record = {
+        "key": challenger["key"],
+        "dataset_version": dataset["version"],
+        "test_images": len(images),
+        "challenger": summary,
+        "champion": {"version": champion[0]} | champ_summary
+        if champion and champ_summary
+        else None,
+        "gate": {"passed": decision.passed, "reasons": decision.reasons},
+        "plots": {k: r.uri for k, r in refs.items()},
+    }
+    store.put_bytes(f"{prefix}/evaluation.json", json.dumps(record, indent=1).encode())
+    return ChallengerEvaluation(summary, champ_summary, decision, plots, record)

@@ -94,6 +94,33 @@ def verified_weights(path: Path, sha256: str) -> Path:
     return path
 
 
+def ultralytics_train_args(params: TrainParams, data_yaml: Path, out_dir: Path) -> dict[str, Any]:
+    """Exactly what the platform passes to ``YOLO.train``; the benchmark's direct run too."""
+    device = resolve_device(params.device)
+    return {
+        "data": str(data_yaml),
+        "project": str(out_dir),
+        "name": "train",
+        "exist_ok": True,
+        "epochs": params.epochs,
+        "imgsz": params.imgsz,
+        "batch": params.batch,
+        "lr0": params.lr0,
+        "optimizer": params.optimizer,  # "auto" would silently ignore lr0
+        "seed": params.seed,
+        "patience": params.patience,
+        "device": device,
+        "cos_lr": params.cos_lr,
+        "workers": params.workers,
+        "cache": params.cache,
+        "mosaic": params.mosaic,
+        "deterministic": True,
+        "plots": False,  # Ultralytics' plots download a font; the platform draws its own
+        "amp": device != "cpu",
+        "verbose": False,
+    }
+
+
 def train_yolo(
     data_yaml: Path,
     out_dir: Path,
@@ -105,7 +132,6 @@ def train_yolo(
     prepare_ultralytics()
     from ultralytics import YOLO
 
-    device = resolve_device(params.device)
     model = YOLO(params.model_yaml)
     if warm_start is not None:
         model.load(str(warm_start))
@@ -132,28 +158,7 @@ def train_yolo(
     model.add_callback("on_train_epoch_start", _epoch_start)
     model.add_callback("on_fit_epoch_end", _epoch_end)
     t0 = time.perf_counter()
-    result: Any = model.train(
-        data=str(data_yaml),
-        project=str(out_dir),
-        name="train",
-        exist_ok=True,
-        epochs=params.epochs,
-        imgsz=params.imgsz,
-        batch=params.batch,
-        lr0=params.lr0,
-        optimizer=params.optimizer,  # "auto" would silently ignore lr0
-        seed=params.seed,
-        patience=params.patience,
-        device=device,
-        cos_lr=params.cos_lr,
-        workers=params.workers,
-        cache=params.cache,
-        mosaic=params.mosaic,
-        deterministic=True,
-        plots=False,  # Ultralytics' plots download a font; the platform draws its own
-        amp=device != "cpu",
-        verbose=False,
-    )
+    result: Any = model.train(**ultralytics_train_args(params, data_yaml, out_dir))
     seconds = time.perf_counter() - t0
     run_dir = out_dir / "train"
     weights = run_dir / "weights" / "best.pt"

@@ -15,13 +15,10 @@ from cv_assets.lib.plots import markdown_image
 from cv_assets.lib.report import md_table
 from cv_assets.lib.training import (
     TRAIN_CODE_VERSION,
-    evaluate_weights,
-    evaluation_plots,
-    gate,
+    evaluate_challenger,
     local_file,
     scratch_dir,
     search_space,
-    test_split,
     train_and_record,
 )
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
@@ -151,57 +148,27 @@ def model_evaluation(
 ):
     """Challenger and current champion scored on the same frozen test split, in the same run."""
     store, client = artifacts.store, mlflow.client()
-    classes, champ = training_dataset["classes"], mlflow.registry(store).champion()
-    with scratch_dir("eval") as tmp:
-        cache = Path(tmp)
-        images, labels = test_split(store, training_dataset, cache)
-        w = yolo_model["weights"]
-        ev = evaluate_weights(
-            local_file(store, w["uri"], cache),
-            w["sha256"],
-            images,
-            labels,
-            yolo_model["params"]["imgsz"],
-            len(classes),
-            config.device,
-        )
-        champ_ev = None
-        if champ is not None:
-            champ_ev = evaluate_weights(
-                local_file(store, champ.weights_uri, cache),
-                champ.weights_sha256,
-                images,
-                labels,
-                champ.imgsz or 160,
-                len(classes),
-                config.device,
-            )
-        plots = evaluation_plots(ev, classes)
-    decision = gate(
-        ev.metrics, champ_ev.metrics if champ_ev else None, config.min_map50, config.epsilon
+    champ = mlflow.registry(store).champion()
+    champion = (
+        (champ.version, champ.weights_uri, champ.weights_sha256, champ.imgsz) if champ else None
     )
-    prefix = f"evaluations/{yolo_model['key']}"
-    refs = {k: store.put_bytes(f"{prefix}/{k}.png", png) for k, png in plots.items()}
-    summary = ev.metrics.summary(classes)
-    champ_summary = champ_ev.metrics.summary(classes) if champ_ev else None
+    out = evaluate_challenger(
+        store,
+        training_dataset,
+        yolo_model,
+        champion,
+        config.min_map50,
+        config.epsilon,
+        config.device,
+    )
+    summary, champ_summary, decision, plots = out.summary, out.champion, out.decision, out.plots
+    record = out.record
     run_id = yolo_model["mlflow_run_id"]
     tracking.log_metrics(client, run_id, {f"test_{k}": v for k, v in summary.items()})
     with scratch_dir("plots") as tmp:
         for k, png in plots.items():
             (Path(tmp) / f"{k}.png").write_bytes(png)
             client.log_artifact(run_id, str(Path(tmp) / f"{k}.png"), "evaluation")
-    record = {
-        "key": yolo_model["key"],
-        "dataset_version": training_dataset["version"],
-        "test_images": len(images),
-        "challenger": summary,
-        "champion": ({"version": champ.version} | champ_summary)
-        if champ and champ_summary
-        else None,
-        "gate": {"passed": decision.passed, "reasons": decision.reasons},
-        "plots": {k: r.uri for k, r in refs.items()},
-    }
-    store.put_bytes(f"{prefix}/evaluation.json", json.dumps(record, indent=1).encode())
     rows = [
         (k, summary[k], champ_summary[k] if champ_summary else "-")
         for k in summary
@@ -214,7 +181,7 @@ def model_evaluation(
             "map50_95": summary["map50_95"],
             "precision": summary["precision"],
             "recall": summary["recall"],
-            "test_images": len(images),
+            "test_images": record["test_images"],
             "champion_version": champ.version if champ else "none",
             "vs_champion": dg.MetadataValue.md(
                 md_table(rows, ["metric", "challenger", "champion"])
