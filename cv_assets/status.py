@@ -191,8 +191,6 @@ def render_status(s: dict[str, Any]) -> str:
             f"imgsz {c['imgsz']} weights {c['weights_uri']}"
         )
     for h in s["promotions"][-5:]:
-        lines.append(
-            f"  {h['at']} {h['action']} v{h['version']} (from {h['previous']}) "
-            f"by {h['who']}: {h['why']}"
-        )
+        was = f"from v{h['previous']}" if h["previous"] else "first champion"
+        lines.append(f"  {h['at']} {h['action']} v{h['version']} ({was}) by {h['who']}: {h['why']}")
     return "\n".join(lines)

@@ -35,10 +35,15 @@ def prepare_ultralytics(config_dir: str | os.PathLike[str] | None = None) -> Non
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir or default))
     Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
     from ultralytics import settings
+    from ultralytics.utils import patches
 
     off = {k: False for k in INTEGRATIONS if settings.get(k)}
     if off:
         settings.update(off)
+    # Ultralytics patches PIL.Image.open process-wide: on any unidentified image it tries to
+    # pip-install pi-heif. Offline that turns "not an image" into ModuleNotFoundError in any
+    # code of the process that opens images. The platform accepts JPEG and PNG only.
+    patches._pil_plugins_registered = True
 
 
 def resolve_device(device: str) -> str:

@@ -110,3 +110,15 @@ def test_image_stats_rank_brightness_contrast_and_sharpness():
     assert s_dark["brightness"] < s_base["brightness"]
     assert s_flat["contrast"] < 0.01 < s_base["contrast"]
     assert s_flat["sharpness"] < s_base["sharpness"]
+
+
+@pytest.mark.slow
+def test_ultralytics_pil_patch_cannot_turn_not_an_image_into_a_runtime_install():
+    from cv_assets.lib.yolo import prepare_ultralytics
+
+    prepare_ultralytics()
+    from PIL import UnidentifiedImageError
+
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(b"plain text, not an image"))
+    assert rejected(b"plain text, not an image").rule == "not_an_image"
