@@ -6,11 +6,10 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from cv_assets.defs.common import OWNERS
 from cv_assets.lib.dataset import build_snapshot, data_yaml, parquet_bytes
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
-
-OWNERS = ["team:ml-platform"]
 
 
 @dg.asset(

@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.checks import ACCEPTANCE_CHECK, acceptance_result
 from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.partitions import batches
@@ -14,7 +15,6 @@ from cv_assets.lib.raw import DedupIndex, copy_raw_batch
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
-OWNERS = ["team:ml-platform"]
 RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
 

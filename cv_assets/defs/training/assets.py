@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from cv_assets.defs.common import OWNERS
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig
 from cv_assets.lib import tracking
@@ -23,7 +24,6 @@ from cv_assets.lib.training import (
 )
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
-OWNERS = ["team:ml-platform"]
 # Evaluation and registration are cheap to retry (MLflow or the store briefly unreachable).
 RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
