@@ -170,7 +170,7 @@ def train_and_record(
                 Path(tmp) / "runs",
                 params,
                 on_epoch=lambda ep, row: tracking.log_metrics(mlflow_client, run_id, row, step=ep),
-                warm_start=warm_start[0] if warm_start else None,
+                warm_start=verified_weights(*warm_start) if warm_start else None,
             )
             weights = store.put_file(f"models/{key}/best.pt", out.weights)
             mlflow_client.log_artifact(run_id, str(out.weights), "weights")

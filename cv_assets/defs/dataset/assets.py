@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from cv_assets.defs.common import OWNERS
-from cv_assets.lib.dataset import build_snapshot, data_yaml, parquet_bytes
+from cv_assets.lib.dataset import SPLITS, build_snapshot, data_yaml, parquet_bytes
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
 
@@ -38,7 +38,7 @@ def training_dataset(
         raise dg.Failure(description="no accepted samples yet: land and validate a batch first")
     prefix = f"datasets/{snap.version}"
     samples = store.put_bytes(f"{prefix}/samples.parquet", parquet_bytes(snap.samples))
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         store.put_bytes(
             f"{prefix}/{split}.txt", ("\n".join(snap.split_paths(split)) + "\n").encode()
         )
@@ -58,7 +58,7 @@ def training_dataset(
         "data_yaml_key": f"{prefix}/data.yaml",
     }
     per_class = md_table(
-        [(c, *(snap.class_counts[s][c] for s in ("train", "val", "test"))) for c in snap.classes],
+        [(c, *(snap.class_counts[s][c] for s in SPLITS)) for c in snap.classes],
         ["class", "train boxes", "val boxes", "test boxes"],
     )
     context.log.info(f"dataset {snap.version}: {snap.counts} from {len(snap.batches)} batches")

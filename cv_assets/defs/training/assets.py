@@ -52,14 +52,16 @@ def yolo_model(
     except tracking.TrackingUnavailable as e:
         # Only an unreachable tracking server is worth retrying; a bug or bad data is not.
         raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
-    warm = None
-    if config.warm_start and (champ := mlflow.registry(store).champion()):
-        with scratch_dir("warm") as tmp:
+    # The champion's weights must stay on disk until training has loaded them (on S3 they are a
+    # download into this scratch folder).
+    with scratch_dir("warm") as tmp:
+        warm = None
+        if config.warm_start and (champ := mlflow.registry(store).champion()):
             warm = (local_file(store, champ.weights_uri, Path(tmp)), champ.weights_sha256)
-    try:
-        rec = _train(context, config, training_dataset, store, client, warm)
-    except tracking.TrackingUnavailable as e:
-        raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
+        try:
+            rec = _train(context, config, training_dataset, store, client, warm)
+        except tracking.TrackingUnavailable as e:
+            raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
     link = tracking.run_url(mlflow.ui_url, tracking.experiment_id(client), rec["mlflow_run_id"])
     context.log.info(f"weights {rec['weights']['sha256'][:12]} reused={rec['reused']}")
     return dg.Output(

@@ -223,3 +223,19 @@ def test_worse_challenger_is_never_promoted_and_a_better_one_is(cfg, instance):
     assert reg.get("1").status == "archived"
     last = reg.history()[-1]
     assert last["previous"] == "1" and last["metrics_before"]["map50_95"] == champ["map50_95"]
+
+
+def test_warm_start_uses_the_verified_champion_weights(small_home, instance):
+    champ = materialized(train(small_home, instance), "yolo_model")
+    assert champ is not None
+    warm = train(small_home, instance, {"warm_start": True})
+    rec = json.loads(
+        (Path(small_home.artifacts_root) / "records" / "yolo_model" / "_all.json").read_text()
+    )
+    assert warm.success and rec["warm_start_sha256"] == champ["weights_sha256"]
+    current = registry_for(small_home).champion()  # v1, or v2 if the warm start was promoted
+    assert current is not None
+    Path(current.weights_uri).write_bytes(b"tampered")
+    refused = train(small_home, instance, {"warm_start": True, "seed": 9})
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "refusing to load" in str(failure.event_specific_data)
