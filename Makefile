@@ -11,7 +11,7 @@ export YOLO_OFFLINE := 1
 export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo test lint typecheck validate pytest ui mlflow-ui bench clean
+.PHONY: install demo test lint typecheck validate pytest ui mlflow-ui bench gpu-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,26 @@ mlflow-ui: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# Wheels for the GPU check (benchmarks/gpu_check.sh): what a CUDA machine with PyTorch lacks,
+# at the versions of constraints.txt, for its Python 3.12. polars is left out (its runtime is too big
+# to carry); a stand-in in benchmarks/gpu_shim reads the one CSV Ultralytics needs.
+GPU_WHEELS := dagster dagster-shared dagster-pipes alembic sqlalchemy greenlet mako pydantic \
+  pydantic-core annotated-types typing-inspection structlog toposort tomli watchdog \
+  universal-pathlib pathlib-abc coloredlogs humanfriendly docstring-parser python-dotenv \
+  antlr4-python3-runtime tzdata pytz grpcio-health-checking platformdirs mlflow-skinny \
+  mlflow-tracing opentelemetry-api opentelemetry-sdk opentelemetry-semantic-conventions \
+  opentelemetry-proto cachetools databricks-sdk gitpython gitdb smmap sqlparse importlib-metadata \
+  ultralytics ultralytics-thop ultralytics-platform pandera typeguard tenacity tomlkit \
+  rich-click uuid6 google-auth pyasn1 pyasn1-modules onnxslim fastapi starlette multipart \
+  sniffio cryptography cffi pycparser
+
+gpu-wheels: install
+	mkdir -p .whl && grep -qs '^/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp -d .whl $(foreach p,17 24 27 28 31 34 35,--platform manylinux_2_$(p)_x86_64) \
+	  --platform manylinux2014_x86_64 \
+	  $$(for p in $(GPU_WHEELS); do grep -iE "^$${p//-/[-_]}==" constraints.txt; done)
 
 clean:
 	rm -rf $(CV_ASSETS_HOME) .pytest_cache .ruff_cache

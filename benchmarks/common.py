@@ -29,6 +29,7 @@ class Result:
     goal: str  # e.g. "<= 1.3x"
     passed: bool
     details: str = ""
+    machine: str = ""  # where it ran, when not this machine (the GPU check runs elsewhere)
 
 
 def timed(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -76,7 +77,7 @@ def save(results: list[Result]) -> None:
         old["results"][r.name] = asdict(r) | {
             "date": stamp,
             "commit": _git_rev(),
-            "machine": machine(),
+            "machine": r.machine or machine(),
             "quick": QUICK,
         }
     RESULTS.write_text(json.dumps(old, indent=1, sort_keys=True))

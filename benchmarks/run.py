@@ -6,14 +6,16 @@
 import sys
 import time
 
-from benchmarks import bench_intake, bench_training
+from benchmarks import bench_intake, bench_mobile, bench_training
 from benchmarks.common import README, Result, save
 
-ALL = {fn.__name__: fn for fn in [*bench_intake.BENCHMARKS, *bench_training.BENCHMARKS]}
+DEFAULT = [*bench_intake.BENCHMARKS, *bench_training.BENCHMARKS, *bench_mobile.BENCHMARKS]
+ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(ALL)
+    # GPU benchmarks run only when named (on a GPU machine); their results are merged back.
+    names = argv or [fn.__name__ for fn in DEFAULT]
     unknown = [n for n in names if n not in ALL]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(ALL)}")

@@ -85,6 +85,18 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from cv_assets.predict import ModelNotFound, predict
+
+    try:
+        doc, failed = predict(args.model, args.images, args.format, args.conf, args.iou)
+    except ModelNotFound as e:
+        print(f"cv-assets predict: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=1))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cv-assets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -120,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", help="why (kept in the promotion history)")
     rb.add_argument("--who", help="who decides (default: the current user)")
     rb.set_defaults(func=_promote)
+
+    pd = sub.add_parser(
+        "predict", help="detections as JSON from the champion's mobile file (onnxruntime only)"
+    )
+    pd.add_argument("images", nargs="+", metavar="IMAGE")
+    pd.add_argument("--model", default="champion", help="'champion' or a .onnx/.ort path")
+    pd.add_argument(
+        "--format",
+        default="app",
+        choices=["app", "onnx_fp32", "onnx_int8", "ort"],
+        help="which of the champion's files (default: the app's file)",
+    )
+    pd.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
+    pd.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    pd.set_defaults(func=_predict)
 
     d = sub.add_parser("doctor", help="preflight: versions, offline readiness, storage reachable")
     d.set_defaults(func=_doctor)

@@ -21,10 +21,10 @@ TIMEOUT_S = int(os.environ.get("DEMO_TIMEOUT_S", "1800"))
 # Sized to train within ~10 CPU-minutes on 2 cores; the README explains the choice.
 BATCHES, IMAGES, SIZE = 5, 128, 320
 TRAIN = {
-    "epochs": int(os.environ.get("DEMO_EPOCHS", "26")),
-    "imgsz": 192,
-    "batch": 32,
-    "lr0": 0.002,
+    "epochs": int(os.environ.get("DEMO_EPOCHS", "21")),
+    "imgsz": 224,
+    "batch": 16,
+    "lr0": 0.003,
     "mosaic": 0.0,
 }
 
@@ -149,6 +149,10 @@ def main() -> int:
         status = _run_status(cfg, run_id)
         print(f"== training_job {status} in {time.monotonic() - t1:.0f}s")
         _cli(env, "status")
+        if status == "SUCCESS":
+            image = next(iter(sorted((landing / sorted(new)[0] / "images").glob("*.jpg"))))
+            print(f"\n== cv-assets predict --model champion {image.name}")
+            _cli(env, "predict", "--model", "champion", str(image))
         print(
             f"\nDagster UI: make ui -> http://127.0.0.1:{port}   "
             f"MLflow UI: make mlflow-ui -> http://127.0.0.1:5000"

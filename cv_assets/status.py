@@ -110,10 +110,12 @@ def champion_section(reg: Registry) -> dict[str, Any] | None:
         "version": champ.version,
         "weights_uri": champ.weights_uri,
         "weights_sha256": champ.weights_sha256,
-        # The mobile files arrive with the conversion stage; until then there are none.
-        "onnx_uri": None,
-        "onnx_int8_uri": None,
-        "ort_uri": None,
+        "onnx_uri": champ.mobile.get("onnx_uri"),
+        "onnx_int8_uri": champ.mobile.get("onnx_int8_uri"),
+        "ort_uri": champ.mobile.get("ort_uri"),
+        "app_format": champ.mobile.get("app_format"),
+        "model_card_uri": champ.mobile.get("model_card_uri"),
+        "mobile_parity": json.loads(champ.mobile.get("mobile_parity") or "null"),
         "map50": champ.map50,
         "map50_95": champ.map50_95,
         "class_names": champ.class_names,
@@ -190,6 +192,14 @@ def render_status(s: dict[str, Any]) -> str:
             f"champion: v{c['version']} mAP50 {c['map50']} mAP50-95 {c['map50_95']} "
             f"imgsz {c['imgsz']} weights {c['weights_uri']}"
         )
+        for fmt, p in (c.get("mobile_parity") or {}).items():
+            uri = c["ort_uri"] if fmt == "ort" else c[f"{fmt.replace('_fp32', '')}_uri"]
+            lines.append(
+                f"  {fmt}: mAP50-95 {p['map50_95']} ({p['delta_map50_95']:+.4f} vs PyTorch) "
+                f"{p['mib']} MiB {p['latency_ms']} ms {'pass' if p['passed'] else 'FAIL'}"
+                + (" [app]" if fmt == c["app_format"] else "")
+                + f" {uri}"
+            )
     for h in s["promotions"][-5:]:
         was = f"from v{h['previous']}" if h["previous"] else "first champion"
         lines.append(f"  {h['at']} {h['action']} v{h['version']} ({was}) by {h['who']}: {h['why']}")

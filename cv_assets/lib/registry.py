@@ -16,6 +16,17 @@ from cv_assets.lib.store import ArtifactStore
 
 ALIAS = "champion"
 HISTORY_KEY = "registry/history.json"
+# What the champion alias points at, as one small file: ``cv-assets predict`` and apps read it
+# without importing MLflow. Rewritten on every move of the alias.
+CHAMPION_KEY = "registry/champion.json"
+MOBILE_TAGS = (
+    "onnx_uri",
+    "onnx_int8_uri",
+    "ort_uri",
+    "app_format",
+    "model_card_uri",
+    "mobile_parity",
+)
 STATUSES = ("champion", "pending_approval", "archived", "rejected")
 
 
@@ -32,6 +43,7 @@ class ModelVersion:
     imgsz: int | None
     class_names: list[str]
     created_at: str
+    mobile: dict[str, str | None]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +77,7 @@ class Registry:
             imgsz=int(t["imgsz"]) if "imgsz" in t else None,
             class_names=json.loads(t.get("class_names", "[]")),
             created_at=created,
+            mobile={k: t.get(k) or None for k in MOBILE_TAGS},
         )
 
     def versions(self) -> list[ModelVersion]:
@@ -107,6 +120,17 @@ class Registry:
         mv = self.c.create_model_version(self.name, source, run_id=run_id, tags=tags)
         return self._info(self.c.get_model_version(self.name, mv.version))
 
+    def set_tags(self, version: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.c.set_model_version_tag(self.name, version, k, v)
+
+    def publish_champion(self) -> None:
+        """Rewrite ``registry/champion.json`` from the alias (after it moved or its tags did)."""
+        champ = self.champion()
+        if champ is not None:
+            pointer = champ.as_dict() | {"model_name": self.name}
+            self.store.put_bytes(CHAMPION_KEY, json.dumps(pointer, indent=1).encode())
+
     def _set_status(self, version: str, status: str) -> None:
         self.c.set_model_version_tag(self.name, version, "status", status)
 
@@ -143,6 +167,7 @@ class Registry:
         self._set_status(target.version, "champion")
         if before:
             self._set_status(before.version, "archived")
+        self.publish_champion()
         return self._append(self._entry(action, target.version, before, who, why))
 
     def hold_for_approval(self, version: str, who: str, why: str) -> dict:
@@ -165,3 +190,10 @@ class Registry:
                 f"champion v{current.version} has no previous champion to go back to"
             )
         return self.promote(stack[-2], who, why, action="rollback")
+
+
+def read_champion(store: ArtifactStore) -> dict[str, Any] | None:
+    """The champion as last published, without MLflow (fast: for ``predict`` and apps)."""
+    if not store.exists(CHAMPION_KEY):
+        return None
+    return json.loads(store.get_bytes(CHAMPION_KEY))

@@ -75,3 +75,33 @@ def run_url(ui_url: str, experiment: str, run_id: str) -> str:
 
 def model_url(ui_url: str, name: str, version: str) -> str:
     return f"{ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+def log_onnx_model(c: Any, run_id: str, path: str, artifact_path: str) -> None:
+    """An ONNX file as an MLflow model (onnx flavor) with its tensor signature, in ``run_id``.
+
+    The model directory is written with ``save_model`` and uploaded with the explicit client, so
+    no fluent-API run becomes active in this process.
+    """
+    import tempfile
+
+    import mlflow.onnx
+    import numpy as np
+    import onnx
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    model = onnx.load(path)
+
+    def spec(v: Any) -> TensorSpec:
+        dims = tuple(d.dim_value or -1 for d in v.type.tensor_type.shape.dim)
+        return TensorSpec(np.dtype(np.float32), dims, v.name)
+
+    sig = ModelSignature(
+        inputs=Schema([spec(v) for v in model.graph.input]),
+        outputs=Schema([spec(v) for v in model.graph.output]),
+    )
+    with tempfile.TemporaryDirectory(prefix="cv_assets_mlflow_") as tmp:
+        target = f"{tmp}/{artifact_path.rsplit('/', 1)[-1]}"
+        mlflow.onnx.save_model(model, target, signature=sig)
+        c.log_artifacts(run_id, target, artifact_path)

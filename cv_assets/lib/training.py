@@ -145,7 +145,7 @@ def train_and_record(
     store, so a training killed half-way leaves nothing that looks finished.
     """
     from cv_assets.lib import tracking
-    from cv_assets.lib.yolo import train_yolo
+    from cv_assets.lib.yolo import resolve_device, train_yolo
 
     key = cache_key(dataset["version"], params, warm_start[1] if warm_start else None)
     record_key = f"models/{key}/record.json"
@@ -159,8 +159,11 @@ def train_and_record(
         "warm_start_sha256": warm_start[1] if warm_start else "",
     }
     run_id = tracking.start_run(mlflow_client, run_name, tags, parent=parent_run)
+    device = resolve_device(params.device)
     tracking.log_params(
-        mlflow_client, run_id, params.as_params() | {"dataset_images": dataset["images"]}
+        mlflow_client,
+        run_id,
+        params.as_params() | {"dataset_images": dataset["images"], "resolved_device": device},
     )
     try:
         with scratch_dir("train") as tmp:
@@ -193,6 +196,7 @@ def train_and_record(
         "mlflow_run_id": run_id,
         "epochs_run": out.epochs,
         "train_seconds": round(out.seconds, 1),
+        "device": device,
         "warm_start_sha256": tags["warm_start_sha256"],
         **val,
     }

@@ -66,7 +66,7 @@ class TrainParams:
     patience: int = 100
     device: str = "auto"
     cos_lr: bool = True
-    workers: int = 0
+    workers: int = -1  # -1: 0 on the CPU (processes only compete for its cores), 8 on a GPU
     cache: bool = True
     mosaic: float = 0.0
 
@@ -116,7 +116,7 @@ def ultralytics_train_args(params: TrainParams, data_yaml: Path, out_dir: Path) 
         "patience": params.patience,
         "device": device,
         "cos_lr": params.cos_lr,
-        "workers": params.workers,
+        "workers": params.workers if params.workers >= 0 else (0 if device == "cpu" else 8),
         "cache": params.cache,
         "mosaic": params.mosaic,
         "deterministic": True,
@@ -196,7 +196,14 @@ def predict_yolo(
     for i in range(0, len(images), batch):
         chunk = list(images[i : i + batch])
         results: Any = model.predict(
-            chunk, imgsz=imgsz, conf=conf, iou=iou, device=dev, max_det=300, verbose=False
+            chunk,
+            imgsz=imgsz,
+            conf=conf,
+            iou=iou,
+            device=dev,
+            max_det=300,
+            rect=False,  # the square letterbox of the exported files, so parity is like for like
+            verbose=False,
         )
         for r in results:
             b: Any = r.boxes

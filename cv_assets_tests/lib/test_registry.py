@@ -1,7 +1,7 @@
 import pytest
 
 from cv_assets.lib import tracking
-from cv_assets.lib.registry import Registry, RegistryError
+from cv_assets.lib.registry import Registry, RegistryError, read_champion
 from cv_assets.lib.store import ArtifactStore
 
 pytestmark = pytest.mark.unit
@@ -71,3 +71,19 @@ def test_pending_approval_does_not_move_the_alias(reg):
     r.hold_for_approval(v2.version, "gate", "passed the gate")
     assert r.champion().version == v1.version  # type: ignore[union-attr]
     assert r.get(v2.version).status == "pending_approval"
+
+
+def test_every_alias_move_republishes_the_champion_pointer_with_its_mobile_files(reg):
+    r, _ = reg
+    assert read_champion(r.store) is None
+    v1, v2 = register(reg, "aaa", 0.5), register(reg, "bbb", 0.6)
+    r.set_tags(v1.version, {"onnx_uri": "/m/1.onnx", "app_format": "onnx_int8"})
+    r.set_tags(v2.version, {"onnx_uri": "/m/2.onnx", "app_format": "onnx_fp32"})
+    r.promote(v1.version, "gate", "first")
+    p = read_champion(r.store)
+    assert p is not None and p["version"] == v1.version and p["mobile"]["onnx_uri"] == "/m/1.onnx"
+    r.promote(v2.version, "gate", "better")
+    assert read_champion(r.store)["mobile"]["app_format"] == "onnx_fp32"  # type: ignore[index]
+    r.rollback("alice", "bad in the field")
+    p = read_champion(r.store)
+    assert p is not None and p["version"] == v1.version and p["mobile"]["onnx_int8_uri"] is None

@@ -12,6 +12,7 @@ from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig
 from cv_assets.lib import tracking
 from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
+from cv_assets.lib.mobile import parity_digest
 from cv_assets.lib.plots import markdown_image
 from cv_assets.lib.report import md_table
 from cv_assets.lib.training import (
@@ -206,12 +207,21 @@ def champion_model(
     context: dg.AssetExecutionContext,
     model_evaluation: dict[str, Any],
     yolo_model: dict[str, Any],
+    mobile_model: dict[str, Any],
     artifacts: ArtifactStoreResource,
     mlflow: MlflowResource,
 ) -> dg.Output[dict[str, Any]]:
     """The registered model version; the `champion` alias moves only when the gate blessed it."""
     reg = mlflow.registry(artifacts.store)
-    ev = model_evaluation["challenger"]
+    ev, files = model_evaluation["challenger"], mobile_model["files"]
+    mobile = {
+        "onnx_uri": files["onnx_fp32"]["uri"],
+        "onnx_int8_uri": files["onnx_int8"]["uri"] if "onnx_int8" in files else "",
+        "ort_uri": files["ort"]["uri"],
+        "app_format": mobile_model["summary"]["app_format"],
+        "model_card_uri": mobile_model["model_card"]["uri"],
+        "mobile_parity": json.dumps(parity_digest(mobile_model["summary"])),
+    }
     tags = {
         "weights_uri": yolo_model["weights"]["uri"],
         "weights_sha256": yolo_model["weights"]["sha256"],
@@ -221,12 +231,14 @@ def champion_model(
         "imgsz": str(yolo_model["params"]["imgsz"]),
         "class_names": json.dumps(yolo_model["classes"]),
         "status": "registered",
-    }
+    } | mobile
     run = mlflow.client().get_run(yolo_model["mlflow_run_id"])
     mv = reg.register(f"{run.info.artifact_uri}/weights", yolo_model["mlflow_run_id"], tags)
+    reg.set_tags(mv.version, mobile)  # a re-registered version gets its newest mobile files
     champ = reg.champion()
     why = "; ".join(model_evaluation["gate"]["reasons"])
     if champ and champ.version == mv.version:
+        reg.publish_champion()
         action = "unchanged: already the champion"
     elif mlflow.require_approval:
         reg.hold_for_approval(mv.version, "gate", why)

@@ -25,6 +25,9 @@ class TrainConfig(dg.Config):
     seed: int = Field(default=0, description="random seed (deterministic training)")
     patience: int = Field(default=100, description="early-stopping patience in epochs")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or '0'")
+    workers: int = Field(
+        default=-1, description="data-loading processes; -1: none on the CPU, 8 on a GPU"
+    )
     mosaic: float = Field(
         default=0.0,
         description="mosaic augmentation probability; off by default, because at small imgsz "
@@ -55,6 +58,7 @@ class TrainConfig(dg.Config):
                 "seed",
                 "patience",
                 "device",
+                "workers",
                 "mosaic",
             )
         }

@@ -3,7 +3,7 @@
 import dagster as dg
 
 TRAINING_ASSETS = dg.AssetSelection.assets(
-    "training_dataset", "yolo_model", "model_evaluation", "champion_model"
+    "training_dataset", "yolo_model", "model_evaluation", "mobile_model", "champion_model"
 )
 
 # max_runtime lets run monitoring fail a run whose worker was killed, freeing its slots.
@@ -12,7 +12,8 @@ TAGS = {"cv_assets/stage": "training", "dagster/max_runtime": str(4 * 3600)}
 training_job = dg.define_asset_job(
     "training_job",
     selection=TRAINING_ASSETS,
-    description="Snapshot the dataset, train a challenger, gate it against the champion, register.",
+    description="Snapshot the dataset, train a challenger, gate it against the champion, convert "
+    "it for the app and prove each file, register and promote.",
     tags=TAGS,
 )
 

@@ -14,7 +14,14 @@ from cv_assets.lib import tracking
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import sha256_file
 from cv_assets.status import collect_status, registry_for
-from cv_assets_tests.defs.training.conftest import QUIET, TINY, ingest, materialized, train
+from cv_assets_tests.defs.conftest import (
+    QUIET,
+    TINY,
+    check_named,
+    ingest,
+    materialized,
+    train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +46,7 @@ def test_first_model_is_trained_tracked_registered_and_promoted(small_home, inst
     # Evaluation metadata embeds the plots; the gate passed on the floor alone.
     ev = materialized(result, "model_evaluation")
     assert ev is not None and str(ev["pr_curve"]).startswith("![pr_curve](data:image/png;base64,")
-    (check,) = result.get_asset_check_evaluations()
+    check = check_named(result, "challenger_beats_champion")
     assert check.passed and "no champion yet" in (check.description or "")
     # Registry and status.
     status = collect_status(cfg)
@@ -160,7 +167,7 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
     script = (
         "import sys, dagster as dg\n"
         "from cv_assets.definitions import build_defs\n"
-        "from cv_assets_tests.defs.training.conftest import train\n"
+        "from cv_assets_tests.defs.conftest import train\n"
         "from cv_assets.lib.settings import PlatformConfig\n"
         "cfg = PlatformConfig.from_env()\n"
         "inst = dg.DagsterInstance.from_config(str(cfg.dagster_home))\n"
@@ -210,7 +217,7 @@ def test_worse_challenger_is_never_promoted_and_a_better_one_is(cfg, instance):
     reg = registry_for(cfg)
     # A worse challenger: one epoch from scratch. The gate blocks it; the alias stays.
     worse = train(cfg, instance, base | {"epochs": 1, "seed": 3})
-    (check,) = worse.get_asset_check_evaluations()
+    check = check_named(worse, "challenger_beats_champion")
     assert not check.passed and "the champion stays" in (check.description or "")
     assert materialized(worse, "champion_model") is None
     assert reg.champion().version == "1"  # type: ignore[union-attr]

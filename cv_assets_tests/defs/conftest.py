@@ -1,4 +1,4 @@
-"""Fixtures for real (tiny) trainings: a home with intake done, and a run helper."""
+"""Fixtures for real (tiny) trainings and exports: a home with intake done, run helpers."""
 
 from typing import Any
 
@@ -31,6 +31,7 @@ def train(
     instance,
     train: dict[str, Any] | None = None,
     min_map50: float = 0.0,
+    mobile: dict[str, Any] | None = None,
     job: str = "training_job",
     raise_on_error: bool = False,
     defs=None,
@@ -39,12 +40,17 @@ def train(
         "ops": {
             "yolo_model": {"config": TINY | (train or {})},
             "model_evaluation": {"config": {"min_map50": min_map50}},
+            "mobile_model": {"config": mobile or {}},
         }
     }
     d = defs or build_defs(cfg)
     return d.resolve_job_def(job).execute_in_process(
         instance=instance, run_config=rc, raise_on_error=raise_on_error
     )
+
+
+def check_named(result, name: str):
+    return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
 
 
 def materialized(result, asset: str) -> dict[str, Any] | None:

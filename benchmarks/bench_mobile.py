@@ -1,0 +1,209 @@
+"""Mobile benchmarks (issue 4): latency, size and accuracy of the app files; predict's cold start.
+
+They read the champion that the last ``make demo`` produced (``DEMO_HOME``, default
+``.cv_assets``): its weights and the three files its ``mobile_model`` made and proved.
+Conditions: batch 1, imgsz as trained, 2 threads, on this machine's CPU.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Result
+
+THREADS = 2
+
+
+@cache
+def _champion() -> dict[str, Any]:
+    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.store import ArtifactStore
+    from cv_assets.status import registry_for
+
+    home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
+    cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})
+    champ = registry_for(cfg).champion()
+    if champ is None or not champ.mobile.get("onnx_uri"):
+        raise SystemExit(f"no champion with mobile files in {home}: run `make demo` first")
+    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    onnx_uri = str(champ.mobile["onnx_uri"])
+    release_key = store.key_of(onnx_uri).rsplit("/", 1)[0] + "/release.json"
+    release = json.loads(store.get_bytes(release_key))
+
+    def local(uri: str) -> str:
+        path = store.local_path(store.key_of(uri))
+        assert path is not None, "benchmarks read a local home"
+        return str(path)
+
+    return {
+        "home": home,
+        "version": champ.version,
+        "imgsz": champ.imgsz or 160,
+        "weights": local(champ.weights_uri),
+        "files": {k: local(v["uri"]) for k, v in release["files"].items()},
+        "summary": release["summary"],
+    }
+
+
+def _latencies(rounds: int = 7, per_round: int = 20) -> dict[str, float]:
+    """Median ms per image for PyTorch eager and each file, interleaved round by round."""
+    import torch
+
+    from cv_assets.lib.onnx_detect import OnnxDetector
+    from cv_assets.lib.yolo import prepare_ultralytics
+
+    c = _champion()
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    torch.set_num_threads(THREADS)
+    model: Any = YOLO(c["weights"]).model
+    model = model.float().eval().fuse()  # what Ultralytics' predict runs
+    s = c["imgsz"]
+    x = np.random.default_rng(0).random((1, 3, s, s), dtype=np.float32)
+    xt = torch.from_numpy(x)
+    dets = {k: OnnxDetector(p, threads=THREADS) for k, p in c["files"].items()}
+
+    def torch_run() -> None:
+        with torch.inference_mode():
+            model(xt)
+
+    runners = {"pytorch": torch_run} | {k: (lambda d=d: d.raw(x)) for k, d in dets.items()}
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    for fn in runners.values():  # warm-up
+        for _ in range(5):
+            fn()
+    for _ in range(rounds):
+        for k, fn in runners.items():
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / per_round * 1000)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+@cache
+def _lat() -> dict[str, float]:
+    return _latencies()
+
+
+def _fmt(lat: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items())
+
+
+def mobile_onnx_latency() -> Result:
+    lat, c = _lat(), _champion()
+    ratio = lat["onnx_fp32"] / lat["pytorch"]
+    return Result(
+        "mobile_onnx_fp32_latency",
+        4,
+        f"CPU latency per image, ONNX fp32 (onnxruntime) vs PyTorch eager on the same weights "
+        f"(batch 1, imgsz {c['imgsz']}, {THREADS} threads)",
+        ratio,
+        "x",
+        "<= 0.3x",
+        ratio <= 0.3,
+        _fmt(lat) + f" (champion v{c['version']})",
+    )
+
+
+def mobile_int8_latency() -> Result:
+    lat = _lat()
+    ratio = lat["onnx_int8"] / lat["onnx_fp32"]
+    return Result(
+        "mobile_int8_latency",
+        4,
+        f"CPU latency per image, static int8 vs fp32 ONNX (batch 1, {THREADS} threads; this CPU "
+        "has no VNNI)",
+        ratio,
+        "x",
+        "<= 1.0x",
+        ratio <= 1.0,
+        _fmt(lat),
+    )
+
+
+def mobile_int8_size_and_accuracy() -> list[Result]:
+    c = _champion()
+    f = c["summary"]["files"]
+    ref = c["summary"]["reference"]["map50_95"]
+    loss = (ref - f["onnx_int8"]["map50_95"]) * 100
+    size = f["onnx_int8"]["bytes"] / f["onnx_fp32"]["bytes"]
+    parity = ", ".join(
+        f"{k} mAP50-95 {v['map50_95']:.4f} ({v['delta_map50_95']:+.4f})" for k, v in f.items()
+    )
+    return [
+        Result(
+            "mobile_int8_accuracy_loss",
+            4,
+            "mAP50-95 points lost by the int8 file vs PyTorch on the test split (onnxruntime, "
+            "same metric code)",
+            loss,
+            "points",
+            "<= 1.0 points",
+            loss <= 1.0,
+            f"PyTorch mAP50-95 {ref:.4f}; {parity}; app file {c['summary']['app_format']}",
+        ),
+        Result(
+            "mobile_int8_size",
+            4,
+            "int8 ONNX file size vs fp32 ONNX file size",
+            size,
+            "x",
+            "<= 0.3x",
+            size <= 0.3,
+            f"fp32 {f['onnx_fp32']['bytes'] / 2**20:.2f} MiB, int8 "
+            f"{f['onnx_int8']['bytes'] / 2**20:.2f} MiB, ort {f['ort']['bytes'] / 2**20:.2f} MiB",
+        ),
+    ]
+
+
+def mobile_int8_size() -> Result:
+    return mobile_int8_size_and_accuracy()[1]
+
+
+def mobile_int8_accuracy() -> Result:
+    return mobile_int8_size_and_accuracy()[0]
+
+
+def predict_cold_start(repeat: int = 5) -> Result:
+    """A new ``cv-assets predict --model champion IMAGE`` process, from spawn to its exit."""
+    c = _champion()
+    image = next(Path(c["home"], "landing").glob("*/images/*.jpg"))
+    env = dict(os.environ) | {"CV_ASSETS_HOME": c["home"]}
+    cmd = [sys.executable, "-m", "cv_assets.cli", "predict", "--model", "champion", str(image)]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t0)
+        assert p.returncode == 0, p.stderr
+    n = len(json.loads(p.stdout)["results"][0]["detections"])
+    med = statistics.median(times)
+    return Result(
+        "predict_cold_start",
+        4,
+        "`cv-assets predict --model champion IMAGE`: new process to first result (exit)",
+        med,
+        "s",
+        "<= 1.5 s",
+        med <= 1.5,
+        f"median of {repeat}: " + ", ".join(f"{t:.2f}" for t in times) + f" s; {n} detections",
+    )
+
+
+BENCHMARKS = [
+    mobile_onnx_latency,
+    mobile_int8_latency,
+    mobile_int8_accuracy,
+    mobile_int8_size,
+    predict_cold_start,
+]

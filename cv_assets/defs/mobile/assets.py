@@ -1,0 +1,69 @@
+"""The challenger's app files: ONNX fp32, static int8 and .ort, each proven on the test split."""
+
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.defs.common import OWNERS
+from cv_assets.defs.mobile.checks import INT8_CHECK, PARITY_CHECK, parity_results, parity_table
+from cv_assets.defs.mobile.config import MobileConfig
+from cv_assets.lib.export import EXPORT_CODE_VERSION, ExportFailed
+from cv_assets.lib.mobile import build_mobile_release
+from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+
+
+@dg.asset(
+    group_name="mobile",
+    kinds={"onnx", "mlflow"},
+    owners=OWNERS,
+    code_version=EXPORT_CODE_VERSION,
+    check_specs=[PARITY_CHECK, INT8_CHECK],
+)
+def mobile_model(
+    context: dg.AssetExecutionContext,
+    config: MobileConfig,
+    yolo_model: dict[str, Any],
+    model_evaluation: dict[str, Any],
+    training_dataset: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+):
+    """ONNX fp32, static int8 and .ort app files, each re-evaluated through onnxruntime."""
+    store = artifacts.store
+    try:
+        rec = build_mobile_release(
+            store,
+            yolo_model,
+            model_evaluation,
+            training_dataset,
+            config.quantization.scheme(),
+            config.budgets(),
+            opset=config.opset or None,
+            force=config.force,
+            mlflow_client=mlflow.client(),
+        )
+    except ExportFailed as e:
+        # Earlier releases live under their own keys and the champion's tags still name them.
+        raise dg.Failure(
+            description=f"{e}. The champion's mobile files are unchanged and still available.",
+            allow_retries=False,
+        ) from None
+    s, files = rec["summary"], rec["files"]
+    context.log.info(f"app file: {s['app_format']} ({s['app_reason']}); reused={rec['reused']}")
+    yield dg.Output(
+        rec,
+        data_version=dg.DataVersion(rec["key"]),
+        metadata={
+            "app_format": s["app_format"],
+            "app_reason": s["app_reason"],
+            "parity": dg.MetadataValue.md(parity_table(s)),
+            **{f"{fmt}_uri": dg.MetadataValue.path(f["uri"]) for fmt, f in files.items()},
+            "model_card": dg.MetadataValue.md(
+                store.get_bytes(store.key_of(rec["model_card"]["uri"])).decode()
+            ),
+            "usability_report": dg.MetadataValue.path(rec["usability_report"]["uri"]),
+            "opset": s["opset"],
+            "reused_existing_files": rec["reused"],
+        },
+    )
+    yield from parity_results(s)

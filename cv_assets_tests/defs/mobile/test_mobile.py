@@ -1,0 +1,95 @@
+"""mobile_model on real tiny trainings: three files, each re-evaluated, parity-gated, published."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cv_assets.lib import tracking
+from cv_assets.lib.export import head_float_nodes
+from cv_assets.lib.onnx_detect import OnnxDetector
+from cv_assets.lib.store import sha256_file
+from cv_assets.status import collect_status, registry_for
+from cv_assets_tests.defs.conftest import check_named, materialized, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_champion_gets_three_proven_mobile_files_that_predict_uses(small_home, instance):
+    cfg = small_home
+    result = train(cfg, instance)
+    assert result.success
+    mob = materialized(result, "mobile_model")
+    assert mob is not None and mob["reused_existing_files"] is False
+    assert check_named(result, "onnx_parity_ok").passed
+    # status --json (through the registry's champion alias) leads to the three files.
+    champ = collect_status(cfg)["champion"]
+    paths = {k: Path(champ[k]) for k in ("onnx_uri", "onnx_int8_uri", "ort_uri")}
+    assert all(p.is_file() for p in paths.values())
+    assert {p.name for p in paths.values()} == {"model.onnx", "model.int8.onnx", "model.ort"}
+    parity = champ["mobile_parity"]
+    assert abs(parity["onnx_fp32"]["delta_map50_95"]) <= 0.005 and parity["onnx_fp32"]["passed"]
+    assert parity["onnx_int8"]["mib"] < 0.35 * parity["onnx_fp32"]["mib"]
+    assert champ["app_format"] in ("onnx_int8", "onnx_fp32")
+    # Each file really runs, at the trained size, with the dataset's classes in its metadata.
+    for p in paths.values():
+        det = OnnxDetector(p)
+        assert det.imgsz == 64 and det.class_names == ["square", "circle", "triangle"]
+        assert det.raw(np.zeros((1, 3, 64, 64), np.float32)).shape[0] == 4 + 3
+    # int8 leaves only the head's decoding in float: no convolution of the network is excluded.
+    kept = head_float_nodes(paths["onnx_uri"])
+    assert kept and not any("/cv2." in n or "/cv3." in n for n in kept)
+    assert any(n.endswith("Concat_5") or "Concat" in n for n in kept)
+    # MLflow: onnx flavor with a signature under the registered version's run; parity metrics.
+    c = tracking.client(cfg.mlflow_tracking_uri)
+    v = registry_for(cfg).get(champ["version"])
+    mlmodel = c.download_artifacts(v.mlflow_run_id, "mobile/onnx_fp32/MLmodel", str(cfg.home))
+    text = Path(mlmodel).read_text()
+    assert "onnx:" in text and "signature:" in text and "images" in text
+    assert "onnx_fp32_map50_95" in c.get_run(v.mlflow_run_id).data.metrics
+    card = Path(champ["model_card_uri"]).read_text()
+    assert "square" in card and champ["dataset_version"] in card and "| onnx_int8" in card
+    # predict through the champion, without torch; one good image, one that is not an image.
+    img = next(Path(cfg.landing_root).glob("*/images/*.jpg"))
+    bad = cfg.home / "bad.png"
+    bad.write_text("nope")
+    env = dict(os.environ)
+    p = subprocess.run(
+        [sys.executable, "-m", "cv_assets.cli", "predict", "--conf", "0.001", str(img), str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert p.returncode == 1 and "bad.png" in p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["model"]["version"] == champ["version"]
+    assert doc["model"]["format"] == champ["app_format"]
+    assert "detections" in doc["results"][0] and "error" in doc["results"][1]
+
+
+def test_int8_over_budget_ships_fp32_and_a_failed_export_keeps_the_files(small_home, instance):
+    cfg = small_home
+    first = train(cfg, instance, mobile={"int8_max_size_ratio": 0.05})
+    assert first.success  # int8 failing is a warning, not a block
+    int8 = check_named(first, "int8_parity_ok")
+    assert not int8.passed and "fp32 ships" in (int8.description or "")
+    assert "OUTSIDE (budget 0.05x)" in (int8.description or "")
+    champ = collect_status(cfg)["champion"]
+    assert champ["app_format"] == "onnx_fp32"
+    before = {k: champ[k] for k in ("onnx_uri", "onnx_int8_uri", "ort_uri")}
+    hashes = {k: sha256_file(v) for k, v in before.items()}
+    # The same weights again, with an opset the exporter refuses: the step fails with the
+    # exporter's reason, nothing is promoted, and the champion's files are untouched.
+    again = train(cfg, instance, mobile={"opset": 99})
+    assert not again.success
+    failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
+    text = str(failure.event_specific_data)
+    assert "Unsupported onnx_opset_version: 99" in text and "still available" in text
+    assert materialized(again, "champion_model") is None
+    after = collect_status(cfg)["champion"]
+    assert {k: after[k] for k in before} == before
+    assert {k: sha256_file(v) for k, v in before.items()} == hashes
