@@ -7,6 +7,7 @@ import dagster as dg
 from cv_assets.defs.dataset import definitions as dataset
 from cv_assets.defs.ingest import definitions as ingest
 from cv_assets.defs.mobile import definitions as mobile
+from cv_assets.defs.monitoring import definitions as monitoring
 from cv_assets.defs.training import definitions as training
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.environment import platform_resources
@@ -21,6 +22,7 @@ def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
         dataset.defs,
         training.defs,
         mobile.defs,
+        monitoring.defs,
         # One process per run, not per step: on a 2-core machine, starting a Python process that
         # imports torch for every step costs more than any parallelism between steps could win.
         dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),

@@ -124,6 +124,20 @@ def champion_section(reg: Registry) -> dict[str, Any] | None:
     }
 
 
+def drift_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
+    """The newest drift report of each batch, oldest batch first."""
+    return [
+        {
+            "batch_id": b,
+            "drift_share": m.get("drift_share"),
+            "drifted": m.get("drifted"),
+            "champion_version": m.get("champion_version"),
+            "report_uri": m.get("report"),
+        }
+        for b, m in sorted(latest_by_partition(instance, "drift_report").items())
+    ]
+
+
 def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
     cfg = cfg or PlatformConfig.from_env()
     instance = open_instance(cfg)
@@ -150,8 +164,7 @@ def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
             ],
             "champion": champion_section(reg),
             "promotions": reg.history()[-20:],
-            # Filled by the monitoring stage as it lands.
-            "drift": [],
+            "drift": drift_section(instance),
         }
     finally:
         instance.dispose()
@@ -200,6 +213,9 @@ def render_status(s: dict[str, Any]) -> str:
                 + (" [app]" if fmt == c["app_format"] else "")
                 + f" {uri}"
             )
+    for d in s["drift"][-10:]:
+        flag = "DRIFTED" if d["drifted"] else "ok"
+        lines.append(f"  drift {d['batch_id']}: share {d['drift_share']} {flag} {d['report_uri']}")
     for h in s["promotions"][-5:]:
         was = f"from v{h['previous']}" if h["previous"] else "first champion"
         lines.append(f"  {h['at']} {h['action']} v{h['version']} ({was}) by {h['who']}: {h['why']}")

@@ -1,0 +1,81 @@
+"""Drift of each landed batch: its features and the champion's confidences vs the training data."""
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.defs.common import OWNERS
+from cv_assets.defs.ingest.partitions import batches
+from cv_assets.defs.monitoring.config import DriftConfig
+from cv_assets.lib.drift import drift_for_batch
+from cv_assets.lib.report import md_table
+from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+
+DRIFT_CODE_VERSION = "1"
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="monitoring",
+    kinds={"evidently", "onnx"},
+    owners=OWNERS,
+    code_version=DRIFT_CODE_VERSION,
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    batch_features: dict[str, Any],
+    validated_batch: dict[str, Any],
+    champion_model: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+) -> dg.Output[dict[str, Any]]:
+    """Evidently drift report of batch b's features and champion confidences vs training data."""
+    store, bid = artifacts.store, context.partition_key
+    champ = mlflow.registry(store).champion()
+    if champ is None or not champ.mobile.get("onnx_uri"):
+        raise dg.Failure(
+            description="no champion with mobile files yet: drift is measured against the "
+            "champion's training data, through its ONNX file (run training_job first)",
+            allow_retries=False,
+        )
+    res = drift_for_batch(
+        store,
+        champion_key=champ.weights_sha256[:16],
+        dataset_version=champ.dataset_version,
+        detector_uri=str(champ.mobile["onnx_uri"]),
+        features_uri=batch_features["features"]["uri"],
+        samples_uri=validated_batch["samples"]["uri"],
+        classes=champ.class_names,
+        settings=config.settings(),
+        max_prediction_images=config.max_prediction_images,
+    )
+    prefix = f"drift/{bid}/v{champ.version}"
+    html = store.put_bytes(f"{prefix}/report.html", res.html.encode())
+    report = store.put_bytes(
+        f"{prefix}/report.json", json.dumps(res.report_json, indent=1, default=str).encode()
+    )
+    rows = [(c, v["p_value"], "DRIFT" if v["drifted"] else "") for c, v in res.columns.items()]
+    record = {
+        "batch_id": bid,
+        "champion_version": champ.version,
+        "report_uri": html.uri,
+        "report_json_uri": report.uri,
+        **res.summary(),
+    }
+    context.log.info(f"{bid}: drift share {res.drift_share:.2f} drifted={res.drifted}")
+    return dg.Output(
+        record,
+        metadata={
+            "drift_share": res.drift_share,
+            "drifted": res.drifted,
+            "drifted_columns": ", ".join(c for c, v in res.columns.items() if v["drifted"]) or "-",
+            "champion_version": champ.version,
+            "reference_rows": res.reference_rows,
+            "current_rows": res.current_rows,
+            "columns": dg.MetadataValue.md(md_table(rows, ["column", "K-S p-value", ""])),
+            "report": dg.MetadataValue.path(html.uri),
+            "report_json": dg.MetadataValue.path(report.uri),
+        },
+    )

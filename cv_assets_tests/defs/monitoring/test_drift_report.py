@@ -1,0 +1,45 @@
+"""drift_report on a real instance: a brightness-shifted batch drifts, an ordinary one does not."""
+
+from pathlib import Path
+
+import pytest
+
+from cv_assets.definitions import build_defs
+from cv_assets.status import collect_status
+from cv_assets_tests.defs.conftest import QUIET, ingest, materialized, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_shifted_batch_drifts_against_the_champions_training_data(small_home, instance):
+    cfg = small_home
+    assert train(cfg, instance).success
+    (same,) = ingest(cfg, instance, batches=1, images=48, size=96, seed=50)
+    (bright,) = ingest(
+        cfg, instance, batches=1, images=48, size=96, seed=51, shift=["brightness=0.25"]
+    )
+    job = build_defs(cfg).resolve_job_def("drift_job")
+    reports = {}
+    for b in (same, bright):
+        r = job.execute_in_process(partition_key=b, instance=instance, run_config=QUIET)
+        assert r.success
+        reports[b] = materialized(r, "drift_report")
+    shifted, ordinary = reports[bright], reports[same]
+    assert shifted is not None and ordinary is not None
+    assert shifted["drifted"] is True and "brightness" in str(shifted["drifted_columns"])
+    assert float(ordinary["drift_share"]) < float(shifted["drift_share"])
+    html = Path(str(shifted["report"]))
+    assert html.is_file() and "evidently" in html.read_text().lower()
+    assert Path(str(shifted["report_json"])).is_file()
+    drift = {d["batch_id"]: d for d in collect_status(cfg)["drift"]}
+    assert drift[bright]["drifted"] is True and drift[same]["report_uri"] == str(ordinary["report"])
+
+
+def test_drift_without_a_champion_says_what_to_do_first(cfg, instance):
+    (b,) = ingest(cfg, instance, batches=1, images=12, size=96)
+    job = build_defs(cfg).resolve_job_def("drift_job")
+    r = job.execute_in_process(
+        partition_key=b, instance=instance, run_config=QUIET, raise_on_error=False
+    )
+    failure = next(e for e in r.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "no champion with mobile files yet" in str(failure.event_specific_data)
