@@ -53,8 +53,13 @@ def _champion() -> dict[str, Any]:
     }
 
 
-def _latencies(rounds: int = 7, per_round: int = 20) -> dict[str, float]:
-    """Median ms per image for PyTorch eager and each file, interleaved round by round."""
+def _latencies(rounds: int = 15, calls: int = 20) -> dict[str, Any]:
+    """Ms per image for PyTorch eager and each file, measured round by round.
+
+    This VM's speed drifts by tens of percent over seconds (other tenants), so every round
+    measures all runtimes back to back, ratios are taken within a round, and the median of the
+    per-round ratios is reported beside the median latencies.
+    """
     import torch
 
     from cv_assets.lib.onnx_detect import OnnxDetector
@@ -83,25 +88,39 @@ def _latencies(rounds: int = 7, per_round: int = 20) -> dict[str, float]:
             fn()
     for _ in range(rounds):
         for k, fn in runners.items():
-            t0 = time.perf_counter()
-            for _ in range(per_round):
+            # Each runtime's threads busy-wait a moment after a call: let the previous one's
+            # settle so they do not steal the two cores from this one.
+            time.sleep(0.3)
+            for _ in range(3):
                 fn()
-            samples[k].append((time.perf_counter() - t0) / per_round * 1000)
-    return {k: statistics.median(v) for k, v in samples.items()}
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / calls * 1000)
+
+    def per_round(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+
+    ratios = {
+        "onnx_fp32/pytorch": per_round("onnx_fp32", "pytorch"),
+        "onnx_int8/onnx_fp32": per_round("onnx_int8", "onnx_fp32"),
+    }
+    return {k: statistics.median(v) for k, v in samples.items()} | {"ratios": ratios}
 
 
 @cache
-def _lat() -> dict[str, float]:
+def _lat() -> dict[str, Any]:
     return _latencies()
 
 
-def _fmt(lat: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items())
+def _fmt(lat: dict[str, Any]) -> str:
+    ms = ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items() if k != "ratios")
+    return f"median of 15 rounds: {ms}; ratio = median of per-round ratios"
 
 
 def mobile_onnx_latency() -> Result:
     lat, c = _lat(), _champion()
-    ratio = lat["onnx_fp32"] / lat["pytorch"]
+    ratio = lat["ratios"]["onnx_fp32/pytorch"]
     return Result(
         "mobile_onnx_fp32_latency",
         4,
@@ -117,7 +136,7 @@ def mobile_onnx_latency() -> Result:
 
 def mobile_int8_latency() -> Result:
     lat = _lat()
-    ratio = lat["onnx_int8"] / lat["onnx_fp32"]
+    ratio = lat["ratios"]["onnx_int8/onnx_fp32"]
     return Result(
         "mobile_int8_latency",
         4,

@@ -160,7 +160,8 @@ def main() -> int:
         return 0 if status == "SUCCESS" else 1
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            # dagster dev shuts down on SIGINT (its Ctrl-C path); it ignores SIGTERM.
+            os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -35,7 +35,14 @@ class JsonRecordIOManager(dg.ConfigurableIOManager):
         asset = context.asset_key.to_user_string()
         store = self.artifacts.store
         if not context.has_asset_partitions:
-            return json.loads(store.get_bytes(record_key(asset, None)))
+            key = record_key(asset, None)
+            if not store.exists(key):
+                raise dg.Failure(
+                    description=f"{asset} has not been materialized yet, so there is nothing "
+                    f"to read for this step: materialize {asset} first",
+                    allow_retries=False,
+                )
+            return json.loads(store.get_bytes(key))
         keys = context.asset_partition_keys
         if context.upstream_output is not None and len(keys) == 1 and context.has_partition_key:
             return json.loads(store.get_bytes(record_key(asset, keys[0])))
