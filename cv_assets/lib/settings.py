@@ -28,6 +28,7 @@ class PlatformConfig:
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     mlflow_artifact_root: str | None = None
     require_approval: bool = False
+    retrain_cooldown_s: int = 1800
 
     @property
     def dagster_home(self) -> Path:
@@ -78,4 +79,5 @@ class PlatformConfig:
                 f"{root.rstrip('/')}/mlflow" if profile == "cloud" else str(home / "mlruns"),
             ),
             require_approval=e.get("CV_ASSETS_REQUIRE_APPROVAL", "0").lower() in ("1", "true"),
+            retrain_cooldown_s=int(e.get("CV_ASSETS_RETRAIN_COOLDOWN_S", "1800")),
         )

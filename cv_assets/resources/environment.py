@@ -22,7 +22,11 @@ def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
     return {
         "artifacts": artifacts,
         "landing": LandingZoneResource(root=cfg.landing_root, s3_endpoint_url=cfg.s3_endpoint_url),
-        "settings": PlatformSettings(classes=list(cfg.classes), home=str(cfg.home)),
+        "settings": PlatformSettings(
+            classes=list(cfg.classes),
+            home=str(cfg.home),
+            retrain_cooldown_s=cfg.retrain_cooldown_s,
+        ),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
         "mlflow": MlflowResource(
             tracking_uri=cfg.mlflow_tracking_uri,

@@ -49,6 +49,7 @@ class PlatformSettings(dg.ConfigurableResource):
 
     classes: list[str]
     home: str
+    retrain_cooldown_s: int = 1800  # at least this long between automatic retrainings
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
+from cv_assets.defs.monitoring.sensors import drift_sensor, validated_batch_sensor
+from cv_assets.resources.environment import platform_resources
+from cv_assets.resources.storage import PlatformSettings
 from cv_assets.status import collect_status
 from cv_assets_tests.defs.conftest import QUIET, ingest, materialized, train
 
@@ -43,3 +47,43 @@ def test_drift_without_a_champion_says_what_to_do_first(cfg, instance):
     )
     failure = next(e for e in r.all_events if e.event_type_value == "STEP_FAILURE")
     assert "champion_model has not been materialized yet" in str(failure.event_specific_data)
+
+
+def test_sensors_request_drift_then_one_retraining_per_drift_event_after_cooldown(
+    small_home, instance
+):
+    cfg = small_home
+    resources, defs = platform_resources(cfg), build_defs(cfg)
+
+    def tick(sensor, cursor=None, cooldown_s=1800):
+        res = resources | {
+            "settings": PlatformSettings(
+                classes=list(cfg.classes), home=str(cfg.home), retrain_cooldown_s=cooldown_s
+            )
+        }
+        with (
+            dg.partition_loading_context(dynamic_partitions_store=instance),
+            dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=res, definitions=defs
+            ) as ctx,
+        ):
+            return sensor.evaluate_tick(ctx)
+
+    # Before any champion, a validated batch gets no drift run.
+    assert not tick(validated_batch_sensor).run_requests
+    assert train(cfg, instance).success
+    (bright,) = ingest(cfg, instance, batches=1, images=48, size=96, shift=["brightness=0.25"])
+    first = tick(validated_batch_sensor)
+    (req,) = first.run_requests
+    assert req.partition_key == bright and req.job_name in (None, "drift_job")
+    assert not tick(validated_batch_sensor, first.cursor).run_requests  # nothing new: no repeat
+    job = build_defs(cfg).resolve_job_def("drift_job")
+    assert job.execute_in_process(partition_key=bright, instance=instance, run_config=QUIET).success
+    # The training run above is recent: within the cooldown the drift is noted, not acted on.
+    cooled = tick(drift_sensor)
+    assert not cooled.run_requests and "cooldown" in str(cooled.skip_message)
+    fired = tick(drift_sensor, cooldown_s=0)
+    (retrain,) = fired.run_requests
+    assert retrain.run_key == f"drift:{bright}:v1" and retrain.tags["cv_assets/trigger"] == "drift"
+    assert "brightness" in retrain.tags["cv_assets/drift_columns"]
+    assert not tick(drift_sensor, fired.cursor, cooldown_s=0).run_requests
