@@ -69,12 +69,15 @@ def test_sensors_request_drift_then_one_retraining_per_drift_event_after_cooldow
         ):
             return sensor.evaluate_tick(ctx)
 
-    # Before any champion, a validated batch gets no drift run.
-    assert not tick(validated_batch_sensor).run_requests
+    # Before any champion, a validated batch gets no drift run (and is not retried later).
+    early = tick(validated_batch_sensor)
+    assert not early.run_requests and early.cursor
     assert train(cfg, instance).success
+    (same,) = ingest(cfg, instance, batches=1, images=48, size=96, seed=50)
     (bright,) = ingest(cfg, instance, batches=1, images=48, size=96, shift=["brightness=0.25"])
-    first = tick(validated_batch_sensor)
-    (req,) = first.run_requests
+    first = tick(validated_batch_sensor, early.cursor)
+    assert [r.partition_key for r in first.run_requests] == [same, bright]  # every new batch
+    req = first.run_requests[1]
     assert req.partition_key == bright and req.job_name in (None, "drift_job")
     assert not tick(validated_batch_sensor, first.cursor).run_requests  # nothing new: no repeat
     job = build_defs(cfg).resolve_job_def("drift_job")
