@@ -9,9 +9,11 @@ Kolmogorov-Smirnov test; a batch is *drifted* when the share of drifted columns 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,8 +138,6 @@ def _column_scores(raw: dict[str, Any], columns: list[str]) -> dict[str, float]:
 
 
 def _parquet(store: Any, uri: str) -> pd.DataFrame:
-    import io
-
     return pd.read_parquet(io.BytesIO(store.get_bytes(store.key_of(uri))))
 
 
@@ -193,8 +193,6 @@ def drift_for_batch(
     columns = drift_columns(classes)
     ref_key = f"drift/reference/{champion_key}/{settings.max_rows}.parquet"
     with scratch_dir("drift") as tmp:
-        from pathlib import Path
-
         cache = Path(tmp)
         detector = str(local_file(store, detector_uri, cache))
         if store.exists(ref_key):
@@ -210,8 +208,6 @@ def drift_for_batch(
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    import io
-
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
