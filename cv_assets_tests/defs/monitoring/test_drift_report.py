@@ -76,8 +76,9 @@ def test_sensors_request_drift_then_one_retraining_per_drift_event_after_cooldow
     (same,) = ingest(cfg, instance, batches=1, images=48, size=96, seed=50)
     (bright,) = ingest(cfg, instance, batches=1, images=48, size=96, shift=["brightness=0.25"])
     first = tick(validated_batch_sensor, early.cursor)
-    assert [r.partition_key for r in first.run_requests] == [same, bright]  # every new batch
-    req = first.run_requests[1]
+    requested = first.run_requests or []
+    assert [r.partition_key for r in requested] == [same, bright]  # every new batch
+    req = requested[1]
     assert req.partition_key == bright and req.job_name in (None, "drift_job")
     assert not tick(validated_batch_sensor, first.cursor).run_requests  # nothing new: no repeat
     job = build_defs(cfg).resolve_job_def("drift_job")
@@ -86,7 +87,7 @@ def test_sensors_request_drift_then_one_retraining_per_drift_event_after_cooldow
     cooled = tick(drift_sensor)
     assert not cooled.run_requests and "cooldown" in str(cooled.skip_message)
     fired = tick(drift_sensor, cooldown_s=0)
-    (retrain,) = fired.run_requests
+    (retrain,) = fired.run_requests or []
     assert retrain.run_key == f"drift:{bright}:v1" and retrain.tags["cv_assets/trigger"] == "drift"
     assert "brightness" in retrain.tags["cv_assets/drift_columns"]
     assert not tick(drift_sensor, fired.cursor, cooldown_s=0).run_requests
