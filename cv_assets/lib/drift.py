@@ -100,10 +100,14 @@ def compare(
             )
         ]
     )
-    snap = report.run(
-        current_data=Dataset.from_pandas(pd.DataFrame(cur[usable]), data_definition=definition),
-        reference_data=Dataset.from_pandas(pd.DataFrame(ref[usable]), data_definition=definition),
-    )
+    # A column that is constant on one side makes Evidently divide 0 by 0 in its summaries.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snap = report.run(
+            current_data=Dataset.from_pandas(pd.DataFrame(cur[usable]), data_definition=definition),
+            reference_data=Dataset.from_pandas(
+                pd.DataFrame(ref[usable]), data_definition=definition
+            ),
+        )
     raw = snap.dict()
     scores = _column_scores(raw, usable)
     cols = {
