@@ -26,6 +26,8 @@ TRAIN = {
     "batch": 16,
     "lr0": 0.003,
     "mosaic": 0.0,
+    "scale": 0.25,
+    "warmup_epochs": 1.0,
 }
 
 

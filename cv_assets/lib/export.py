@@ -168,6 +168,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Sequence[str], scheme: Qua
         raise ExportFailed(f"int8 quantization of {fp32.name} failed: {e}") from e
     finally:
         pre.unlink(missing_ok=True)
+    log.info("int8 %s: %s, %d calibration images", out.name, scheme.method, len(calibration))
     return out
 
 
@@ -175,17 +176,16 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, str]:
     """An ``.ort`` file for ONNX Runtime Mobile, and the mobile usability checker's report."""
     import contextlib
     import io
-    import logging as _logging
 
     from onnxruntime.tools import convert_onnx_models_to_ort as conv
     from onnxruntime.tools.mobile_helpers import usability_checker
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stream = io.StringIO()
-    handler = _logging.StreamHandler(stream)
-    checker_log = _logging.getLogger("usability_checker")
+    handler = logging.StreamHandler(stream)
+    checker_log = logging.getLogger("usability_checker")
     checker_log.addHandler(handler)
-    checker_log.setLevel(_logging.INFO)
+    checker_log.setLevel(logging.INFO)
     try:
         usability_checker.analyze_model(onnx_path, skip_optimize=False, logger=checker_log)
     except Exception as e:  # the report is advice; its absence must not block the export
@@ -208,6 +208,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, str]:
     ort_files = sorted(out_dir.glob(f"{src.stem}*.ort"))
     if not ort_files:
         raise ExportFailed(f"ORT format conversion of {onnx_path.name} produced no .ort file")
+    log.info("ORT Mobile file %s from %s", ort_files[0].name, onnx_path.name)
     return ort_files[0], stream.getvalue()
 
 

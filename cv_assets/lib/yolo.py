@@ -69,6 +69,8 @@ class TrainParams:
     workers: int = -1  # -1: 0 on the CPU (processes only compete for its cores), 8 on a GPU
     cache: bool = True
     mosaic: float = 0.0
+    scale: float = 0.5  # random rescale augmentation, +-scale (Ultralytics' default)
+    warmup_epochs: float = 3.0  # Ultralytics' default
 
     def as_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +121,8 @@ def ultralytics_train_args(params: TrainParams, data_yaml: Path, out_dir: Path) 
         "workers": params.workers if params.workers >= 0 else (0 if device == "cpu" else 8),
         "cache": params.cache,
         "mosaic": params.mosaic,
+        "scale": params.scale,
+        "warmup_epochs": params.warmup_epochs,
         "deterministic": True,
         "plots": False,  # Ultralytics' plots download a font; the platform draws its own
         "amp": device != "cpu",

@@ -33,6 +33,11 @@ class TrainConfig(dg.Config):
         description="mosaic augmentation probability; off by default, because at small imgsz "
         "it halves every object's size",
     )
+    scale: float = Field(
+        default=0.5,
+        description="random rescale augmentation (+-scale); lower keeps small objects visible",
+    )
+    warmup_epochs: float = Field(default=3.0, description="learning-rate warmup, in epochs")
     warm_start: bool = Field(
         default=False, description="start from the champion's weights instead of from scratch"
     )
@@ -60,6 +65,8 @@ class TrainConfig(dg.Config):
                 "device",
                 "workers",
                 "mosaic",
+                "scale",
+                "warmup_epochs",
             )
         }
         return TrainParams(**(base | override))  # type: ignore[arg-type]
