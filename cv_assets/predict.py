@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FORMAT_KEYS = {"onnx_fp32": "onnx_uri", "onnx_int8": "onnx_int8_uri", "ort": "ort_uri"}
-
 
 class ModelNotFound(ValueError):
     pass
@@ -28,7 +26,7 @@ def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
                 f"{model}: no such model file (give an .onnx/.ort path or 'champion')"
             )
         return path, {"source": str(path)}
-    from cv_assets.lib.registry import read_champion
+    from cv_assets.lib.registry import URI_TAGS, read_champion
     from cv_assets.lib.settings import PlatformConfig
     from cv_assets.lib.store import ArtifactStore
 
@@ -39,7 +37,7 @@ def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
         raise ModelNotFound(f"no champion in {cfg.artifacts_root}: train one first (make demo)")
     mobile = champ.get("mobile") or {}
     chosen = mobile.get("app_format") if fmt == "app" else fmt
-    uri = mobile.get(FORMAT_KEYS.get(chosen or "", ""), None)
+    uri = mobile.get(URI_TAGS.get(chosen or "", ""), None)
     if not uri:
         raise ModelNotFound(
             f"champion v{champ['version']} has no {chosen or 'mobile'} file; "

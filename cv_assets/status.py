@@ -12,7 +12,7 @@ import dagster as dg
 
 from cv_assets.lib import tracking
 from cv_assets.lib.landing import LandingZone
-from cv_assets.lib.registry import Registry
+from cv_assets.lib.registry import URI_TAGS, Registry
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import ArtifactStore
 
@@ -206,7 +206,7 @@ def render_status(s: dict[str, Any]) -> str:
             f"imgsz {c['imgsz']} weights {c['weights_uri']}"
         )
         for fmt, p in (c.get("mobile_parity") or {}).items():
-            uri = c["ort_uri"] if fmt == "ort" else c[f"{fmt.replace('_fp32', '')}_uri"]
+            uri = c[URI_TAGS[fmt]]
             lines.append(
                 f"  {fmt}: mAP50-95 {p['map50_95']} ({p['delta_map50_95']:+.4f} vs PyTorch) "
                 f"{p['mib']} MiB {p['latency_ms']} ms {'pass' if p['passed'] else 'FAIL'}"

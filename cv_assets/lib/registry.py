@@ -19,6 +19,8 @@ HISTORY_KEY = "registry/history.json"
 # What the champion alias points at, as one small file: ``cv-assets predict`` and apps read it
 # without importing MLflow. Rewritten on every move of the alias.
 CHAMPION_KEY = "registry/champion.json"
+# Registry tag holding the URI of each mobile file format.
+URI_TAGS = {"onnx_fp32": "onnx_uri", "onnx_int8": "onnx_int8_uri", "ort": "ort_uri"}
 MOBILE_TAGS = (
     "onnx_uri",
     "onnx_int8_uri",

@@ -14,6 +14,7 @@ from cv_assets.lib import tracking
 from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
 from cv_assets.lib.mobile import parity_digest
 from cv_assets.lib.plots import markdown_image
+from cv_assets.lib.registry import URI_TAGS
 from cv_assets.lib.report import md_table
 from cv_assets.lib.training import (
     TRAIN_CODE_VERSION,
@@ -214,10 +215,7 @@ def champion_model(
     """The registered model version; the `champion` alias moves only when the gate blessed it."""
     reg = mlflow.registry(artifacts.store)
     ev, files = model_evaluation["challenger"], mobile_model["files"]
-    mobile = {
-        "onnx_uri": files["onnx_fp32"]["uri"],
-        "onnx_int8_uri": files["onnx_int8"]["uri"] if "onnx_int8" in files else "",
-        "ort_uri": files["ort"]["uri"],
+    mobile = {tag: files[fmt]["uri"] if fmt in files else "" for fmt, tag in URI_TAGS.items()} | {
         "app_format": mobile_model["summary"]["app_format"],
         "model_card_uri": mobile_model["model_card"]["uri"],
         "mobile_parity": json.dumps(parity_digest(mobile_model["summary"])),
