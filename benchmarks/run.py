@@ -6,10 +6,15 @@
 import sys
 import time
 
-from benchmarks import bench_intake, bench_mobile, bench_training
+from benchmarks import bench_drift, bench_intake, bench_mobile, bench_training
 from benchmarks.common import README, Result, save
 
-DEFAULT = [*bench_intake.BENCHMARKS, *bench_training.BENCHMARKS, *bench_mobile.BENCHMARKS]
+DEFAULT = [
+    *bench_intake.BENCHMARKS,
+    *bench_training.BENCHMARKS,
+    *bench_mobile.BENCHMARKS,
+    *bench_drift.BENCHMARKS,
+]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 
 

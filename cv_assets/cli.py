@@ -97,6 +97,12 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _review(args: argparse.Namespace) -> int:
+    from cv_assets.review_cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cv-assets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -147,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
     pd.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     pd.set_defaults(func=_predict)
+
+    rv = sub.add_parser("review", help="send the review queue to a person and its fixes back")
+    rsub = rv.add_subparsers(dest="review_command", required=True)
+    rx = rsub.add_parser("export", help="a folder to correct: the queue's images, labels, crops")
+    rx.add_argument("--batch", required=True, help="the batch whose review_queue to export")
+    rx.add_argument("--out", type=Path, help="folder to write (default: ./review-<batch>)")
+    rx.add_argument("--top", type=int, help="only the K most severe items")
+    ri = rsub.add_parser("import", help="validate corrected labels and land them as a new batch")
+    ri.add_argument("folder", type=Path, help="a folder written by `review export`, edited")
+    ri.add_argument("--batch-id", help="id of the new batch (default: <batch>-review-<UTC time>)")
+    rv.set_defaults(func=_review)
 
     d = sub.add_parser("doctor", help="preflight: versions, offline readiness, storage reachable")
     d.set_defaults(func=_doctor)

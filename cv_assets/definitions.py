@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from cv_assets.defs.automation import definitions as automation
 from cv_assets.defs.dataset import definitions as dataset
 from cv_assets.defs.ingest import definitions as ingest
 from cv_assets.defs.mobile import definitions as mobile
@@ -17,16 +18,19 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
-    return dg.Definitions.merge(
+    cfg = cfg or PlatformConfig.from_env()
+    merged = dg.Definitions.merge(
         ingest.defs,
         dataset.defs,
         training.defs,
         mobile.defs,
         monitoring.defs,
+        automation.defs,
         # One process per run, not per step: on a 2-core machine, starting a Python process that
         # imports torch for every step costs more than any parallelism between steps could win.
         dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),
     )
+    return automation.with_retraining_policy(merged, cfg)
 
 
 defs = build_defs()

@@ -1,12 +1,19 @@
-"""``make demo``: land synthetic batches and let the real Dagster daemon take them all the way.
+"""``make demo``: the closed loop, driven only by the real Dagster daemon.
 
-Nothing here calls an asset function. Batches are written to the landing zone; ``dagster dev``
-(webserver + daemon) runs in the background; ``landing_sensor`` notices the batches and the run
-queue materialises intake. The demo then asks the webserver (its GraphQL API, as the UI's
-"Materialize" button does) for ``training_job``: dataset snapshot, training, evaluation against
-the champion, the gate and the registry. It waits on the instance's event log and prints status.
+Nothing here calls an asset function or launches a job. The demo writes batches to the landing
+zone and watches the instance while ``dagster dev`` (webserver + daemon) does the rest:
+
+1. ``landing_sensor`` turns the initial batches into partitions and intake runs;
+2. the volume condition on ``training_dataset`` sees enough new accepted images and retrains:
+   champion v1 and its mobile files appear;
+3. a brightness-shifted batch lands; intake, then ``drift_report`` flags it;
+4. ``drift_sensor`` requests a retraining on its own (a warm start from v1);
+5. v2 is gated against v1 on the same test split (and in shadow on the newest batches), and is
+   promoted or rejected with its reasons;
+6. a summary says what happened and where to look.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +24,7 @@ from pathlib import Path
 from cv_assets.home import REPO, prepare_home
 from cv_assets.lib.settings import PlatformConfig
 
-TIMEOUT_S = int(os.environ.get("DEMO_TIMEOUT_S", "1800"))
+TIMEOUT_S = int(os.environ.get("DEMO_TIMEOUT_S", "2400"))
 # Sized to train within ~10 CPU-minutes on 2 cores; the README explains the choice.
 BATCHES, IMAGES, SIZE = 5, 128, 320
 TRAIN = {
@@ -29,146 +36,182 @@ TRAIN = {
     "scale": 0.25,
     "warmup_epochs": 1.0,
 }
+# A retraining on an event fine-tunes the champion instead of starting over: minutes, not ten.
+ON_EVENT = {"warm_start": True, "epochs": int(os.environ.get("DEMO_EVENT_EPOCHS", "6"))}
+SHIFT = "brightness=0.25"
+AUTOMATION = {
+    "CV_ASSETS_TRAIN": json.dumps(TRAIN),
+    "CV_ASSETS_TRAIN_ON_EVENT": json.dumps(ON_EVENT),
+    # The initial ~600 images cross N; the shifted batch alone (~128) does not: drift must act.
+    "CV_ASSETS_RETRAIN_MIN_IMAGES": "300",
+    "CV_ASSETS_RETRAIN_COOLDOWN_S": "60",
+    "CV_ASSETS_SENSOR_INTERVAL": "5",
+}
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def _cli(env: dict[str, str], *args: str) -> None:
     subprocess.run([sys.executable, "-m", "cv_assets.cli", *args], env=env, check=True)
 
 
-def _validated(cfg: PlatformConfig) -> set[str]:
-    from cv_assets.status import latest_by_partition, open_instance
+def _synth(env: dict[str, str], seed: int, batches: int, *extra: str) -> None:
+    args = ["--batches", str(batches), "--images-per-batch", str(IMAGES), "--size", str(SIZE)]
+    _cli(env, "synth", *args, "--seed", str(seed), *extra)
 
-    instance = open_instance(cfg)
-    try:
-        return set(latest_by_partition(instance, "validated_batch"))
-    finally:
-        instance.dispose()
+
+def _complete(landing: Path) -> set[str]:
+    return {p.name for p in landing.iterdir() if (p / "batch.json").exists()}
+
+
+class Watch:
+    """Read-only views of the instance that dagster dev is writing."""
+
+    def __init__(self, cfg: PlatformConfig) -> None:
+        from cv_assets.status import open_instance
+
+        self.instance = open_instance(cfg)
+
+    def validated(self) -> set[str]:
+        from cv_assets.status import latest_by_partition
+
+        return set(latest_by_partition(self.instance, "validated_batch"))
+
+    def runs(self, trigger: str):
+        import dagster as dg
+
+        flt = dg.RunsFilter(tags={"cv_assets/trigger": trigger})
+        return self.instance.get_runs(flt)
+
+    def finished(self, trigger: str) -> str | None:
+        runs = self.runs(trigger)
+        return runs[0].status.value if runs and runs[0].status.value in TERMINAL else None
+
+    def latest(self, asset: str, partition: str | None = None) -> dict | None:
+        from cv_assets.status import latest_by_partition
+
+        if partition is not None:
+            return latest_by_partition(self.instance, asset).get(partition)
+        import dagster as dg
+
+        recs = self.instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+        mat = recs[0].asset_materialization if recs else None
+        return {k: v.value for k, v in mat.metadata.items()} if mat else None
 
 
 def _wait(what: str, done, proc: subprocess.Popen, deadline: float) -> bool:
+    t0 = time.monotonic()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             print("dagster dev exited early; see its log", file=sys.stderr)
             return False
         if done():
+            print(f"   ... {what}: {time.monotonic() - t0:.0f}s")
             return True
         time.sleep(3)
     print(f"timed out waiting for {what}", file=sys.stderr)
     return False
 
 
-def _run_status(cfg: PlatformConfig, run_id: str) -> str:
-    from cv_assets.status import open_instance
-
-    instance = open_instance(cfg)
-    try:
-        run = instance.get_run_by_id(run_id)
-        return run.status.value if run else "UNKNOWN"
-    finally:
-        instance.dispose()
-
-
-def main() -> int:
-    cfg = PlatformConfig.from_env()
-    env = prepare_home(cfg)
-    env.setdefault("CV_ASSETS_SENSOR_INTERVAL", "5")
-    port = env.get("UI_PORT", "3000")
-    seed = int(time.time()) % 100_000  # each demo run lands new, different batches
-    print(f"== cv_assets demo in {cfg.home}")
-    landing = Path(cfg.landing_root)
-    before = {p.name for p in landing.iterdir()}
-    _cli(
-        env,
-        "synth",
-        "--batches",
-        str(BATCHES - 1),
-        "--images-per-batch",
-        str(IMAGES),
-        "--seed",
-        str(seed),
-        "--size",
-        str(SIZE),
-    )
-    _cli(
-        env,
-        "synth",
-        "--batches",
-        "1",
-        "--images-per-batch",
-        str(IMAGES),
-        "--seed",
-        str(seed + 1),
-        "--size",
-        str(SIZE),
-        "--corrupt-fraction",
-        "0.2",
-        "--quirk-fraction",
-        "0.1",
-    )
-    new = {p.name for p in landing.iterdir() if (p / "batch.json").exists()} - before
-    print(f"== landed {len(new)} batches: {', '.join(sorted(new))}")
-
+def _start(cfg: PlatformConfig, env: dict[str, str], port: str) -> subprocess.Popen:
     log = open(cfg.home / "dagster-dev.log", "ab")  # noqa: SIM115 - lives as long as the server
     print(f"== starting dagster dev on http://127.0.0.1:{port} (log: {log.name})")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-w",
-            str(REPO / "workspace.yaml"),
-        ],
+    cmd = ["dev", "-h", "127.0.0.1", "-p", port, "-w", str(REPO / "workspace.yaml")]
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster", *cmd],
         env=env,
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        t0 = time.monotonic()
-        if not _wait("intake", lambda: new <= _validated(cfg), proc, deadline):
-            return 1
-        print(f"== intake of {len(new)} batches done by the sensor in {time.monotonic() - t0:.0f}s")
-        from dagster_graphql import DagsterGraphQLClient
 
-        client = DagsterGraphQLClient("127.0.0.1", port_number=int(port))
-        run_config = {"ops": {"yolo_model": {"config": TRAIN}}}
-        run_id = client.submit_job_execution("training_job", run_config=run_config)
-        print(
-            f"== training_job submitted (run {run_id[:8]}, {TRAIN}); "
-            f"follow it at http://127.0.0.1:{port}/runs/{run_id}"
-        )
-        t1 = time.monotonic()
-        terminal = {"SUCCESS", "FAILURE", "CANCELED"}
-        if not _wait("training", lambda: _run_status(cfg, run_id) in terminal, proc, deadline):
-            return 1
-        status = _run_status(cfg, run_id)
-        print(f"== training_job {status} in {time.monotonic() - t1:.0f}s")
-        _cli(env, "status")
-        if status == "SUCCESS":
-            image = next(iter(sorted((landing / sorted(new)[0] / "images").glob("*.jpg"))))
-            print(f"\n== cv-assets predict --model champion {image.name}")
-            _cli(env, "predict", "--model", "champion", str(image))
-        print(
-            f"\nDagster UI: make ui -> http://127.0.0.1:{port}   "
-            f"MLflow UI: make mlflow-ui -> http://127.0.0.1:5000"
-        )
-        return 0 if status == "SUCCESS" else 1
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        # dagster dev shuts down on SIGINT (its Ctrl-C path); it ignores SIGTERM.
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    print("== stopped dagster dev")
+
+
+def _loop(cfg: PlatformConfig, env: dict[str, str], proc, port: str, seed: int) -> int:
+    w, landing, deadline = Watch(cfg), Path(cfg.landing_root), time.monotonic() + TIMEOUT_S
+    initial = _complete(landing)
+    ui = f"http://127.0.0.1:{port}"
+    print("== 1. waiting for landing_sensor and intake of the initial batches")
+    if not _wait("intake", lambda: initial <= w.validated(), proc, deadline):
+        return 1
+    print("== 2. waiting for the volume trigger to retrain (no job is launched by this script)")
+    if not _wait("retraining v1", lambda: w.finished("automation"), proc, deadline):
+        return 1
+    champ = w.latest("champion_model")
+    if w.finished("automation") != "SUCCESS" or not champ:
+        print(f"the automatic training did not succeed: see {ui}/runs", file=sys.stderr)
+        return 1
+    print(f"   champion v{champ['version']}: mAP50 {float(champ['map50']):.3f}")
+    print(f"== 3. landing a shifted batch ({SHIFT})")
+    _synth(env, seed + 2, 1, "--shift", SHIFT)
+    (shifted,) = _complete(landing) - initial
+    if not _wait("drift report", lambda: w.latest("drift_report", shifted), proc, deadline):
+        return 1
+    drift = w.latest("drift_report", shifted) or {}
+    print(
+        f"   drift share {float(drift['drift_share']):.2f}, drifted={drift['drifted']} "
+        f"({drift['drifted_columns']})"
+    )
+    if not drift.get("drifted"):
+        print("   not flagged: no retraining on drift this time")
+        return _summary(cfg, w, env, ui, shifted)
+    print("== 4. waiting for drift_sensor's retraining (warm start from the champion)")
+    if not _wait("retraining v2", lambda: w.finished("drift"), proc, deadline):
+        return 1
+    return _summary(cfg, w, env, ui, shifted)
+
+
+def _summary(cfg: PlatformConfig, w: Watch, env: dict[str, str], ui: str, shifted: str) -> int:
+    ev = w.latest("model_evaluation") or {}
+    champ = w.latest("champion_model") or {}
+    drift = w.latest("drift_report", shifted) or {}
+    print("\n== 5. the gate on the last challenger (same test split as the champion)")
+    print(str(ev.get("gate", "")).strip())
+    print(str(ev.get("shadow", "")).strip())
+    print(f"   champion now: v{champ.get('version')} ({champ.get('action', '')})")
+    print("\n== 6. summary")
+    _cli(env, "status")
+    image = next(iter(sorted((Path(cfg.landing_root) / shifted / "images").glob("*.jpg"))))
+    print(f"\n== cv-assets predict --model champion {image.name}")
+    _cli(env, "predict", "--model", "champion", str(image))
+    print(
+        f"\nWhere to look:\n"
+        f"  lineage and automation   {ui}/asset-groups  (make ui)\n"
+        f"  why it retrained         {ui}/automation\n"
+        f"  runs                     {ui}/runs\n"
+        f"  drift report ({shifted})  {drift.get('report', '-')}\n"
+        f"  MLflow                   make mlflow-ui -> http://127.0.0.1:5000\n"
+        f"  app files                {cfg.artifacts_root}/mobile/"
+    )
+    return 0
+
+
+def main() -> int:
+    cfg = PlatformConfig.from_env()
+    env = AUTOMATION | prepare_home(cfg)  # what the user exported wins
+    port = env.get("UI_PORT", "3000")
+    seed = int(time.time()) % 100_000  # each demo run lands new, different batches
+    print(f"== cv_assets demo in {cfg.home}")
+    _synth(env, seed, BATCHES - 1)
+    _synth(env, seed + 1, 1, "--corrupt-fraction", "0.2", "--quirk-fraction", "0.1")
+    print(f"== landed {len(_complete(Path(cfg.landing_root)))} batches")
+    proc = _start(cfg, env, port)
+    t0 = time.monotonic()
+    try:
+        return _loop(cfg, env, proc, port, seed)
     finally:
-        if proc.poll() is None:
-            # dagster dev shuts down on SIGINT (its Ctrl-C path); it ignores SIGTERM.
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        print("== stopped dagster dev")
+        _stop(proc)
+        print(f"== demo loop took {(time.monotonic() - t0) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class DatasetSnapshot:
     batches: list[str]
     counts: dict[str, int] = field(default_factory=dict)
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    superseded: int = 0  # accepted labels replaced by a reviewed correction
 
     def split_paths(self, split: str, local_path: Any = None) -> list[str]:
         uris = self.samples.loc[self.samples["split"] == split, "image_uri"].tolist()
@@ -46,8 +47,9 @@ def build_snapshot(
 ) -> DatasetSnapshot:
     """One snapshot from the accepted-samples table of each batch.
 
-    An image accepted by two batches (impossible after intake's duplicate check, but cheap to
-    guard) is kept once, from the batch listed first.
+    An image accepted by two batches is kept once. A correction (a row of a review batch, with
+    ``supersedes`` set) replaces the image's earlier rows, the newest correction (``corrected_at``,
+    then batch id) winning; otherwise the row of the batch listed first is kept.
     """
     frames, batches = [], []
     for batch_id, df in batch_tables:
@@ -58,7 +60,8 @@ def build_snapshot(
     all_samples = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})
     )
-    all_samples = all_samples.drop_duplicates("sha256").sort_values("sha256", ignore_index=True)
+    all_samples, superseded = _latest_labels(all_samples)
+    all_samples = all_samples.sort_values("sha256", ignore_index=True)
     all_samples["split"] = [stable_split(s) for s in all_samples["sha256"]]
     body = list(
         zip(all_samples["sha256"], all_samples["label_sha256"], all_samples["split"], strict=True)
@@ -78,7 +81,28 @@ def build_snapshot(
         batches=sorted(batches),
         counts=counts,
         class_counts=class_counts,
+        superseded=superseded,
     )
+
+
+def _text_column(df: pd.DataFrame, name: str) -> pd.Series:
+    """A text column, empty where the table predates it (written before corrections existed)."""
+    if name not in df.columns:
+        return pd.Series("", index=df.index, dtype=str)
+    return pd.Series(df[name], index=df.index).fillna("").astype(str)
+
+
+def _latest_labels(samples: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per image sha256, corrections winning; and how many rows they replaced."""
+    fix = _text_column(samples, "supersedes") != ""
+    originals = pd.DataFrame(samples[~fix]).drop_duplicates(subset=["sha256"])
+    fixes = pd.DataFrame(samples.assign(_at=_text_column(samples, "corrected_at"))[fix])
+    fixes = fixes.sort_values(["_at", "batch_id"], kind="stable").drop_duplicates(
+        subset=["sha256"], keep="last"
+    )
+    merged = pd.concat([originals, fixes.drop(columns="_at")], ignore_index=True)
+    kept = merged.drop_duplicates(subset=["sha256"], keep="last")
+    return kept, int(originals["sha256"].isin(fixes["sha256"]).sum())
 
 
 def data_yaml(classes: Sequence[str], root: str) -> str:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
 LABEL_EXTS = {".txt"}
 PORTABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+# A batch whose batch.json source starts with this is a reviewed relabelling (cv-assets review
+# import): its images were seen before on purpose, and its labels supersede the earlier ones.
+CORRECTION_SOURCE_PREFIX = "review:"
 
 
 @dataclass
@@ -131,6 +134,11 @@ def _entry_problem(item: Item) -> tuple[str, str] | None:
     return None
 
 
+def is_correction(marker: Mapping[str, Any]) -> bool:
+    """Whether ``batch.json`` declares a batch of corrected labels (``source: review:<batch>``)."""
+    return str(marker.get("source") or "").startswith(CORRECTION_SOURCE_PREFIX)
+
+
 def box_features(
     boxes: Sequence[Sequence[float]], width: int, height: int, classes: Sequence[str]
 ) -> dict[str, float]:
@@ -176,6 +184,8 @@ def ingest_batch(
         read: bytes of a file of the batch, by its path inside the batch.
         write: stores a standardised file under a key (``images/<stem>.jpg``), returns its URI.
         seen: sha256 -> ``batch/path`` of images accepted by earlier batches (duplicate check).
+            In a correction batch (``is_correction``) such an image is accepted as a relabel, and
+            its row names the sample it supersedes.
         link: stores a landed file unchanged under a key without re-writing its bytes (used for
             images already in standard form); falls back to ``write``.
     """
@@ -195,6 +205,8 @@ def ingest_batch(
     extra_errors = Counter(err.file for err in errors)
 
     accepted_here: dict[str, str] = {}
+    correction = is_correction(manifest.marker)
+    corrected_at = str(manifest.marker.get("created_at") or "") if correction else ""
 
     def quarantine(item: Item, rule: str, reason: str) -> None:
         res.quarantine.append(
@@ -219,7 +231,7 @@ def ingest_batch(
             continue
         data = read(it.image.path)
         digest = hashlib.sha256(data).hexdigest() if data else ""
-        owner = accepted_here.get(digest) or seen.get(digest)
+        owner = accepted_here.get(digest) or (None if correction else seen.get(digest))
         if owner:
             quarantine(it, "duplicate_image", f"{it.image.path}: same content as {owner}")
             continue
@@ -253,6 +265,8 @@ def ingest_batch(
                 "label_sha256": hashlib.sha256(label_text).hexdigest(),
                 "class_ids": " ".join(str(int(b[0])) for b in boxes),
                 "standardised": not decoded.passthrough,
+                "supersedes": seen.get(digest, "") if correction else "",
+                "corrected_at": corrected_at,
             }
         )
         res.features.append(
@@ -287,6 +301,8 @@ SAMPLE_COLUMNS = [
     "label_sha256",
     "class_ids",
     "standardised",
+    "supersedes",  # in a correction batch: an earlier batch/path of the same image
+    "corrected_at",  # in a correction batch: its batch.json created_at (newest correction wins)
 ]
 QUARANTINE_COLUMNS = ["item", "stem", "rule", "reason"]
 

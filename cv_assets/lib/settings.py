@@ -7,10 +7,12 @@ Dagster resources and the CLI alike, asks ``PlatformConfig.from_env()``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CLASSES = ("square", "circle", "triangle")
 PROFILES = ("local", "cloud")
@@ -29,6 +31,13 @@ class PlatformConfig:
     mlflow_artifact_root: str | None = None
     require_approval: bool = False
     retrain_cooldown_s: int = 1800
+    retrain_min_images: int = 200
+    model_max_age_h: float = 168.0
+    retrain_cron: str = "0 3 * * *"
+    retrain_schedule_on: bool = False
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    event_train: Mapping[str, Any] = field(default_factory=dict)
+    sensor_interval_s: int = 15
 
     @property
     def dagster_home(self) -> Path:
@@ -78,6 +87,42 @@ class PlatformConfig:
                 "MLFLOW_ARTIFACT_ROOT",
                 f"{root.rstrip('/')}/mlflow" if profile == "cloud" else str(home / "mlruns"),
             ),
-            require_approval=e.get("CV_ASSETS_REQUIRE_APPROVAL", "0").lower() in ("1", "true"),
+            require_approval=_flag(e.get("CV_ASSETS_REQUIRE_APPROVAL", "0")),
             retrain_cooldown_s=int(e.get("CV_ASSETS_RETRAIN_COOLDOWN_S", "1800")),
+            retrain_min_images=int(e.get("CV_ASSETS_RETRAIN_MIN_IMAGES", "200")),
+            model_max_age_h=float(e.get("CV_ASSETS_MODEL_MAX_AGE_H", "168")),
+            retrain_cron=e.get("CV_ASSETS_RETRAIN_CRON", "0 3 * * *"),
+            retrain_schedule_on=_flag(e.get("CV_ASSETS_RETRAIN_SCHEDULE", "0")),
+            train_defaults=train_defaults(e.get("CV_ASSETS_TRAIN", "")),
+            event_train=train_defaults(
+                e.get("CV_ASSETS_TRAIN_ON_EVENT", ""), "CV_ASSETS_TRAIN_ON_EVENT"
+            ),
+            sensor_interval_s=int(e.get("CV_ASSETS_SENSOR_INTERVAL", "15")),
         )
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "on", "yes")
+
+
+def train_defaults(text: str, var: str = "CV_ASSETS_TRAIN") -> dict[str, Any]:
+    """A JSON object of training settings. ``CV_ASSETS_TRAIN``: what every run uses by default,
+    automatic ones included (they carry no run config of their own). ``CV_ASSETS_TRAIN_ON_EVENT``:
+    what a drift, degradation or scheduled retraining adds on top (say, a warm start)."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{var} is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{var} must be a JSON object, got {text!r}")
+    return value
+
+
+def train_defaults_from_env() -> dict[str, Any]:
+    return train_defaults(os.environ.get("CV_ASSETS_TRAIN", ""))
+
+
+def gate_defaults_from_env() -> dict[str, Any]:
+    return train_defaults(os.environ.get("CV_ASSETS_GATE", ""), "CV_ASSETS_GATE")

@@ -123,6 +123,27 @@ def gate(
     return GateDecision(passed, reasons)
 
 
+def shadow_verdict(
+    decision: GateDecision,
+    shadow: dict[str, Any] | None,
+    epsilon: float,
+    as_gate: bool,
+) -> GateDecision:
+    """The decision with the shadow scores (newest batches) beside it, or inside it if
+    ``as_gate``: then the challenger must not fall behind the champion there either."""
+    if not shadow or not shadow.get("champion"):
+        note = ["shadow: no champion to compare on the newest batches"] if shadow else []
+        return GateDecision(decision.passed, [*decision.reasons, *note])
+    ch, cp = shadow["challenger"]["map50_95"], shadow["champion"]["map50_95"]
+    where = f"shadow ({shadow['images']} held-out images of {', '.join(shadow['batches'])})"
+    if not as_gate:
+        note = f"{where}: mAP50-95 {ch:.3f} vs champion {cp:.3f}, not a criterion"
+        return GateDecision(decision.passed, [*decision.reasons, note])
+    ok = ch >= cp - epsilon
+    note = f"{where}: mAP50-95 {ch:.3f} {'>=' if ok else 'is below'} champion {cp:.3f} - "
+    return GateDecision(decision.passed and ok, [*decision.reasons, f"{note}epsilon {epsilon:g}"])
+
+
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"cv_assets_{prefix}_")
 
@@ -217,6 +238,19 @@ def test_split(
     return images, labels
 
 
+def held_out_of_batches(
+    store: ArtifactStore, dataset: dict[str, Any], batches: Sequence[str], cache: Path
+) -> tuple[list[str], list[str]]:
+    """Local image and label paths of the given batches' val and test rows: images that the
+    challenger did not train on (its dataset's split is a pure function of each image)."""
+    samples = pd.read_parquet(local_file(store, dataset["samples"]["uri"], cache))
+    keep = samples["batch_id"].isin(list(batches)) & (samples["split"] != "train")
+    rows = pd.DataFrame(samples[keep]).sort_values(by="sha256")
+    images = [str(local_file(store, u, cache)) for u in rows["image_uri"]]
+    labels = [str(local_file(store, u, cache)) for u in rows["label_uri"]]
+    return images, labels
+
+
 def evaluation_plots(ev: Evaluated, classes: Sequence[str], n_grid: int = 9) -> dict[str, bytes]:
     from cv_assets.lib.plots import confusion_matrix_png, pr_curve_png, prediction_grid_png
 
@@ -269,8 +303,11 @@ def evaluate_challenger(
     min_map50: float,
     epsilon: float,
     device: str = "auto",
+    shadow_batches: Sequence[str] = (),
+    shadow_gate: bool = False,
 ) -> ChallengerEvaluation:
-    """Challenger and champion (version, weights URI, sha256, imgsz) on the same test split.
+    """Challenger and champion (version, weights URI, sha256, imgsz) on the same test split, and
+    in shadow on the held-out images of the newest batches.
 
     Writes the plots and ``evaluation.json`` under ``evaluations/<challenger key>/``.
     """
@@ -279,15 +316,27 @@ def evaluate_challenger(
         cache = Path(tmp)
         images, labels = test_split(store, dataset, cache)
 
-        def score(uri: str, sha: str, imgsz: int) -> Evaluated:
+        def score(uri: str, sha: str, imgsz: int, on=(images, labels)) -> Evaluated:
             weights = local_file(store, uri, cache)
-            return evaluate_weights(weights, sha, images, labels, imgsz, len(classes), device)
+            return evaluate_weights(weights, sha, on[0], on[1], imgsz, len(classes), device)
 
         w = challenger["weights"]
         ev = score(w["uri"], w["sha256"], challenger["params"]["imgsz"])
         champ_ev = score(champion[1], champion[2], champion[3] or 160) if champion else None
         plots = evaluation_plots(ev, classes)
+        shadow = None
+        newest = held_out_of_batches(store, dataset, shadow_batches, cache)
+        if newest[0]:
+            s_ch = score(w["uri"], w["sha256"], challenger["params"]["imgsz"], newest)
+            s_cp = score(champion[1], champion[2], champion[3] or 160, newest) if champion else None
+            shadow = {
+                "batches": list(shadow_batches),
+                "images": len(newest[0]),
+                "challenger": s_ch.metrics.summary(classes),
+                "champion": s_cp.metrics.summary(classes) if s_cp else None,
+            }
     decision = gate(ev.metrics, champ_ev.metrics if champ_ev else None, min_map50, epsilon)
+    decision = shadow_verdict(decision, shadow, epsilon, shadow_gate)
     summary = ev.metrics.summary(classes)
     champ_summary = champ_ev.metrics.summary(classes) if champ_ev else None
     prefix = f"evaluations/{challenger['key']}"
@@ -301,6 +350,7 @@ def evaluate_challenger(
         if champion and champ_summary
         else None,
         "gate": {"passed": decision.passed, "reasons": decision.reasons},
+        "shadow": shadow,
         "plots": {k: r.uri for k, r in refs.items()},
     }
     store.put_bytes(f"{prefix}/evaluation.json", json.dumps(record, indent=1).encode())

@@ -4,6 +4,7 @@
 turns that decision into Dagster resources. Nothing else reads these environment variables.
 """
 
+import json
 from typing import Any
 
 from cv_assets.lib.settings import PlatformConfig
@@ -26,6 +27,7 @@ def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
             classes=list(cfg.classes),
             home=str(cfg.home),
             retrain_cooldown_s=cfg.retrain_cooldown_s,
+            event_train_json=json.dumps(dict(cfg.event_train)) if cfg.event_train else "",
         ),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
         "mlflow": MlflowResource(

@@ -1,5 +1,6 @@
 """Resources over the artifact store and the landing zone (local paths or ``s3://``)."""
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -50,6 +51,11 @@ class PlatformSettings(dg.ConfigurableResource):
     classes: list[str]
     home: str
     retrain_cooldown_s: int = 1800  # at least this long between automatic retrainings
+    event_train_json: str = ""  # training settings a drift/degradation/schedule run adds
+
+    def event_run_config(self) -> dict[str, Any]:
+        extra = json.loads(self.event_train_json) if self.event_train_json else {}
+        return {"ops": {"yolo_model": {"config": extra}}} if extra else {}
 
 
 class MlflowResource(dg.ConfigurableResource):

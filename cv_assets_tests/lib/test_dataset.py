@@ -75,3 +75,31 @@ def test_too_small_dataset_is_refused_with_counts():
         check_trainable(
             {"train": 20, "val": 1, "test": 3}, {"train": 16, "val": 2, "test": 2}, "v9"
         )
+
+
+def corrections(base: pd.DataFrame, rows: list[int], label: str, at: str) -> pd.DataFrame:
+    fix = base.iloc[rows].copy()
+    fix["label_sha256"] = label * 64
+    fix["class_ids"] = "1"
+    fix["supersedes"] = [f"b1/images/{s}.jpg" for s in fix["stem"]]
+    fix["corrected_at"] = at
+    return fix.reset_index(drop=True)
+
+
+def test_newest_correction_replaces_the_label_and_the_version_is_its_content():
+    base = samples(20)
+    old = corrections(base, [0, 1], "a", "2030-01-01T00:00:00+00:00")
+    new = corrections(base, [1], "b", "2030-02-01T00:00:00+00:00")
+    tables = [("b1", base), ("fix-2", new), ("fix-1", old)]  # listed out of time order
+    snap = build_snapshot(tables, CLASSES)
+    labels = dict(zip(snap.samples["sha256"], snap.samples["label_sha256"], strict=True))
+    batch = dict(zip(snap.samples["sha256"], snap.samples["batch_id"], strict=True))
+    sha0, sha1 = base.loc[0, "sha256"], base.loc[1, "sha256"]
+    assert labels[sha0] == "a" * 64 and labels[sha1] == "b" * 64
+    assert batch[sha1] == "fix-2" and len(snap.samples) == 20 and snap.superseded == 2
+    assert build_snapshot(list(reversed(tables)), CLASSES).version == snap.version
+    # The same content reached without any correction has the same version.
+    direct = base.copy()
+    direct.loc[0, "label_sha256"], direct.loc[1, "label_sha256"] = "a" * 64, "b" * 64
+    assert build_snapshot([("b1", direct)], CLASSES).version == snap.version
+    assert build_snapshot([("b1", base)], CLASSES).superseded == 0

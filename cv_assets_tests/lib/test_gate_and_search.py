@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cv_assets.lib.metrics import DetectionMetrics
-from cv_assets.lib.training import cache_key, gate, search_space
+from cv_assets.lib.training import cache_key, gate, search_space, shadow_verdict
 from cv_assets.lib.yolo import TrainParams
 
 pytestmark = pytest.mark.unit
@@ -60,3 +60,33 @@ def test_grid_and_random_search_spaces():
     assert len({tuple(sorted(d.items())) for d in rnd}) == 3
     with pytest.raises(ValueError, match="expected 'grid' or 'random'"):
         search_space("bayes", 2, space)
+
+
+def _shadow(challenger: float, champion: float | None) -> dict:
+    return {
+        "batches": ["b7", "b8"],
+        "images": 25,
+        "challenger": {"map50_95": challenger},
+        "champion": {"map50_95": champion} if champion is not None else None,
+    }
+
+
+def test_shadow_scores_are_reported_beside_the_gate_by_default():
+    blessed = gate(metrics(0.9, 0.60), metrics(0.9, 0.55), 0.5, 0.0)
+    d = shadow_verdict(blessed, _shadow(0.40, 0.50), 0.0, as_gate=False)
+    assert d.passed and "25 held-out images of b7, b8" in d.reasons[-1]
+    assert "0.400 vs champion 0.500, not a criterion" in d.reasons[-1]
+
+
+def test_shadow_as_a_gate_criterion_blocks_a_challenger_worse_on_new_data():
+    blessed = gate(metrics(0.9, 0.60), metrics(0.9, 0.55), 0.5, 0.0)
+    d = shadow_verdict(blessed, _shadow(0.40, 0.50), 0.05, as_gate=True)
+    assert not d.passed and "0.400 is below champion 0.500 - epsilon 0.05" in d.reasons[-1]
+    assert shadow_verdict(blessed, _shadow(0.46, 0.50), 0.05, as_gate=True).passed
+
+
+def test_shadow_without_a_champion_or_images_changes_nothing():
+    first = gate(metrics(0.9, 0.60), None, 0.5, 0.0)
+    assert shadow_verdict(first, None, 0.0, as_gate=True) == first
+    d = shadow_verdict(first, _shadow(0.4, None), 0.0, as_gate=True)
+    assert d.passed and "no champion to compare" in d.reasons[-1]

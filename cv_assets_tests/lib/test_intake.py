@@ -166,3 +166,24 @@ def test_features_have_one_row_per_accepted_image_with_class_statistics(tmp_path
         assert col in df.columns
     assert bool((df["n_boxes"] == df[[f"n_{c}" for c in CLASSES]].sum(axis=1)).all())
     assert bool(df["width"].eq(128).all())
+
+
+def test_review_batch_relabels_images_seen_before_instead_of_quarantining_them(tmp_path):
+    (a,) = write_batches(tmp_path / "landing", 1, 4, seed=10, size=96)
+    _, store = ingest(tmp_path, a.batch_id)
+    review = tmp_path / "landing" / "fix-1"
+    (review / "images").mkdir(parents=True)
+    (review / "labels").mkdir()
+    originals = sorted((a.path / "images").iterdir())[:2]
+    for img in originals:
+        (review / "images" / img.name).write_bytes(img.read_bytes())
+        (review / "labels" / f"{img.stem}.txt").write_text("2 0.5 0.5 0.25 0.25\n")
+    marker = {"batch_id": "fix-1", "classes": list(CLASSES), "created_at": "2030-01-01T00:00:00Z"}
+    (review / "batch.json").write_text(json.dumps(marker | {"source": f"review:{a.batch_id}"}))
+    res, _ = ingest(tmp_path, "fix-1", store=store)
+    assert res.quarantine == [] and res.accepted == 2
+    rows = {r["stem"]: r for r in res.samples}
+    for img in originals:
+        row = rows[img.stem]
+        assert row["supersedes"] == f"{a.batch_id}/images/{img.name}"
+        assert row["corrected_at"] == "2030-01-01T00:00:00Z" and row["class_ids"] == "2"

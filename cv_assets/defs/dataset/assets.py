@@ -70,7 +70,10 @@ def training_dataset(
             "images": record["images"],
             **{f"{s}_images": n for s, n in snap.counts.items()},
             "batches": len(snap.batches),
+            # The volume trigger counts new data against exactly these batches.
+            "batch_ids": dg.MetadataValue.json(list(snap.batches)),
             "excluded_batches": ", ".join(excluded) or "none",
+            "superseded_labels": snap.superseded,
             "boxes_by_class": dg.MetadataValue.md(per_class),
             "data_yaml": dg.MetadataValue.path(yaml_ref.uri),
             "samples_sha256": samples.sha256,

@@ -128,6 +128,7 @@ def intake(
         metadata=counts
         | {
             "acceptance_rate": round(res.acceptance_rate, 4),
+            "acceptance_ok": validated["acceptance_ok"],
             "top_reasons": dg.MetadataValue.md(reasons),
             "quarantine_preview": dg.MetadataValue.md(preview),
             "samples": dg.MetadataValue.path(samples.uri),

@@ -1,7 +1,6 @@
 """``landing_sensor``: turns each complete landed batch into a partition and an intake run."""
 
 import json
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -9,9 +8,10 @@ import dagster as dg
 from cv_assets.defs.ingest.jobs import intake_job
 from cv_assets.defs.ingest.partitions import BATCHES, batches
 from cv_assets.lib.landing import LandingCursor, plan_landing_tick
+from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
-INTERVAL_S = int(os.environ.get("CV_ASSETS_SENSOR_INTERVAL", "15"))
+INTERVAL_S = PlatformConfig.from_env().sensor_interval_s
 
 
 def _recorded_manifest(instance: dg.DagsterInstance):

@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.mobile.checks import INT8_CHECK, PARITY_CHECK, parity_results, parity_table
 from cv_assets.defs.mobile.config import MobileConfig
@@ -18,6 +19,7 @@ from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
     owners=OWNERS,
     code_version=EXPORT_CODE_VERSION,
     check_specs=[PARITY_CHECK, INT8_CHECK],
+    automation_condition=downstream_condition(),
 )
 def mobile_model(
     context: dg.AssetExecutionContext,

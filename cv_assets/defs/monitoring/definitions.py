@@ -3,9 +3,13 @@
 import dagster as dg
 
 from cv_assets.defs.monitoring.assets import drift_report
-from cv_assets.defs.monitoring.jobs import drift_job
-from cv_assets.defs.monitoring.sensors import drift_sensor, validated_batch_sensor
+from cv_assets.defs.monitoring.jobs import batch_monitoring_job
+from cv_assets.defs.monitoring.performance import champion_performance
+from cv_assets.defs.monitoring.review import review_queue
+from cv_assets.defs.monitoring.sensors import validated_batch_sensor
 
 defs = dg.Definitions(
-    assets=[drift_report], jobs=[drift_job], sensors=[validated_batch_sensor, drift_sensor]
+    assets=[drift_report, champion_performance, review_queue],
+    jobs=[batch_monitoring_job],
+    sensors=[validated_batch_sensor],
 )

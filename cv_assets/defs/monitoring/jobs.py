@@ -4,9 +4,10 @@ import dagster as dg
 
 from cv_assets.defs.ingest.partitions import batches
 
-drift_job = dg.define_asset_job(
-    "drift_job",
-    selection=dg.AssetSelection.assets("drift_report"),
+batch_monitoring_job = dg.define_asset_job(
+    "batch_monitoring_job",
+    selection=dg.AssetSelection.groups("monitoring"),
     partitions_def=batches,
-    description="Drift report of one landed batch against the champion's training data.",
+    description="What one landed batch says about the champion: drift of its features and "
+    "confidences, the champion's live accuracy on it, and the labels to review.",
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig
@@ -26,6 +27,33 @@ from cv_assets.lib.training import (
 )
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
+
+def newest_batches(instance: dg.DagsterInstance, in_dataset: list[str], k: int) -> list[str]:
+    """The ``k`` most recently validated batches that the dataset holds (the newest world)."""
+    held, newest = set(in_dataset), []
+    recs = instance.fetch_materializations(dg.AssetKey("validated_batch"), limit=max(50, 5 * k))
+    for rec in recs.records:
+        part = rec.partition_key
+        if k and part in held and part not in newest:
+            newest.append(part)
+        if len(newest) >= k:
+            break
+    return newest
+
+
+def shadow_metadata(shadow: dict[str, Any] | None) -> dict[str, Any]:
+    if not shadow:
+        return {}
+    champ = shadow.get("champion") or {}
+    rows = [(k, shadow["challenger"][k], champ.get(k, "-")) for k in ("map50", "map50_95")]
+    return {
+        "shadow_batches": ", ".join(shadow["batches"]),
+        "shadow_images": shadow["images"],
+        "shadow_map50_95": shadow["challenger"]["map50_95"],
+        "shadow": dg.MetadataValue.md(md_table(rows, ["metric", "challenger", "champion"])),
+    }
+
+
 # Evaluation and registration are cheap to retry (MLflow or the store briefly unreachable).
 RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -36,6 +64,7 @@ RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
     owners=OWNERS,
     code_version=TRAIN_CODE_VERSION,
     pool="cv_assets_training",
+    automation_condition=downstream_condition(),
 )
 def yolo_model(
     context: dg.AssetExecutionContext,
@@ -141,6 +170,7 @@ def _train(context, config: TrainConfig, dataset, store, client, warm) -> dict[s
     code_version="1",
     check_specs=[GATE_CHECK],
     retry_policy=RETRY,
+    automation_condition=downstream_condition(),
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -164,6 +194,10 @@ def model_evaluation(
         config.min_map50,
         config.epsilon,
         config.device,
+        shadow_batches=newest_batches(
+            context.instance, training_dataset["batches"], config.shadow_batches
+        ),
+        shadow_gate=config.shadow_gate,
     )
     summary, champ_summary, decision, plots = out.summary, out.champion, out.decision, out.plots
     record = out.record
@@ -191,6 +225,7 @@ def model_evaluation(
                 md_table(rows, ["metric", "challenger", "champion"])
             ),
             "gate": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            **shadow_metadata(record.get("shadow")),
             **{k: dg.MetadataValue.md(markdown_image(png, k)) for k, png in plots.items()},
         },
     )
@@ -203,6 +238,7 @@ def model_evaluation(
     owners=OWNERS,
     code_version="1",
     retry_policy=RETRY,
+    automation_condition=downstream_condition(),
 )
 def champion_model(
     context: dg.AssetExecutionContext,

@@ -1,9 +1,22 @@
 """Run configuration of training and the gate (shown in the launchpad, with defaults)."""
 
+from typing import TypeVar
+
 import dagster as dg
 from pydantic import Field
 
+from cv_assets.lib.settings import gate_defaults_from_env, train_defaults_from_env
 from cv_assets.lib.yolo import TrainParams
+
+# The team's training recipe (CV_ASSETS_TRAIN) becomes the defaults, because runs that automation
+# launches carry no run config of their own; the launchpad shows these values.
+_RECIPE = train_defaults_from_env()
+_GATE = gate_defaults_from_env()
+T = TypeVar("T")  # CV_ASSETS_GATE, for the same reason
+
+
+def _d(name: str, default: T) -> T:
+    return _RECIPE.get(name, default)
 
 
 class SearchConfig(dg.Config):
@@ -16,37 +29,55 @@ class SearchConfig(dg.Config):
 
 class TrainConfig(dg.Config):
     model_yaml: str = Field(
-        default="yolo11n.yaml", description="Ultralytics architecture YAML (never *.pt weights)"
+        default=_d("model_yaml", "yolo11n.yaml"),
+        description="Ultralytics architecture YAML (never *.pt weights)",
     )
-    epochs: int = Field(default=20, description="training epochs")
-    imgsz: int = Field(default=160, description="square input size in pixels")
-    batch: int = Field(default=32, description="batch size")
-    lr0: float = Field(default=0.0015, description="initial learning rate (AdamW, cosine)")
-    seed: int = Field(default=0, description="random seed (deterministic training)")
-    patience: int = Field(default=100, description="early-stopping patience in epochs")
-    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or '0'")
+    epochs: int = Field(default=_d("epochs", 20), description="training epochs")
+    imgsz: int = Field(default=_d("imgsz", 160), description="square input size in pixels")
+    batch: int = Field(default=_d("batch", 32), description="batch size")
+    lr0: float = Field(
+        default=_d("lr0", 0.0015), description="initial learning rate (AdamW, cosine)"
+    )
+    seed: int = Field(default=_d("seed", 0), description="random seed (deterministic training)")
+    patience: int = Field(
+        default=_d("patience", 100), description="early-stopping patience in epochs"
+    )
+    device: str = Field(
+        default=_d("device", "auto"), description="'auto' (CUDA when present), 'cpu' or '0'"
+    )
     workers: int = Field(
-        default=-1, description="data-loading processes; -1: none on the CPU, 8 on a GPU"
+        default=_d("workers", -1),
+        description="data-loading processes; -1: none on the CPU, 8 on a GPU",
     )
     mosaic: float = Field(
-        default=0.0,
+        default=_d("mosaic", 0.0),
         description="mosaic augmentation probability; off by default, because at small imgsz "
         "it halves every object's size",
     )
     scale: float = Field(
-        default=0.5,
+        default=_d("scale", 0.5),
         description="random rescale augmentation (+-scale); lower keeps small objects visible",
     )
-    warmup_epochs: float = Field(default=3.0, description="learning-rate warmup, in epochs")
+    warmup_epochs: float = Field(
+        default=_d("warmup_epochs", 3.0), description="learning-rate warmup, in epochs"
+    )
     warm_start: bool = Field(
-        default=False, description="start from the champion's weights instead of from scratch"
+        default=_d("warm_start", False),
+        description="start from the champion's weights instead of from scratch",
     )
     force: bool = Field(
-        default=False, description="train even if these weights exist for this dataset and config"
+        default=_d("force", False),
+        description="train even if these weights exist for this dataset and config",
     )
-    min_train_images: int = Field(default=16, description="refuse datasets smaller than this")
-    min_val_images: int = Field(default=2, description="refuse datasets smaller than this")
-    min_test_images: int = Field(default=2, description="refuse datasets smaller than this")
+    min_train_images: int = Field(
+        default=_d("min_train_images", 16), description="refuse datasets smaller than this"
+    )
+    min_val_images: int = Field(
+        default=_d("min_val_images", 2), description="refuse datasets smaller than this"
+    )
+    min_test_images: int = Field(
+        default=_d("min_test_images", 2), description="refuse datasets smaller than this"
+    )
     search: SearchConfig = Field(
         default_factory=SearchConfig, description="hyperparameter search (hpo_sweep sets trials)"
     )
@@ -79,9 +110,33 @@ class TrainConfig(dg.Config):
         }
 
 
+_unknown = sorted(set(_RECIPE) - set(TrainConfig.model_fields))
+if _unknown:
+    raise ValueError(f"CV_ASSETS_TRAIN: unknown training settings {_unknown}")
+TrainConfig(**_RECIPE)  # a wrong type fails at load, naming the field, not in a run hours later
+
+
 class GateConfig(dg.Config):
-    min_map50: float = Field(default=0.5, description="absolute floor on the test split")
-    epsilon: float = Field(
-        default=0.0, description="challenger mAP50-95 must be >= champion's minus epsilon"
+    min_map50: float = Field(
+        default=_GATE.get("min_map50", 0.5), description="absolute floor on the test split"
     )
-    device: str = Field(default="auto", description="device for evaluation")
+    epsilon: float = Field(
+        default=_GATE.get("epsilon", 0.0),
+        description="challenger mAP50-95 must be >= champion's minus epsilon",
+    )
+    device: str = Field(default=_GATE.get("device", "auto"), description="device for evaluation")
+    shadow_batches: int = Field(
+        default=_GATE.get("shadow_batches", 2),
+        description="also score challenger and champion on the held-out images of this many "
+        "newest landed batches (0: off)",
+    )
+    shadow_gate: bool = Field(
+        default=_GATE.get("shadow_gate", False),
+        description="make the shadow score a gate criterion (challenger >= champion - epsilon)",
+    )
+
+
+_unknown = sorted(set(_GATE) - set(GateConfig.model_fields))
+if _unknown:
+    raise ValueError(f"CV_ASSETS_GATE: unknown gate settings {_unknown}")
+GateConfig(**_GATE)

@@ -7,14 +7,14 @@ TRAINING_ASSETS = dg.AssetSelection.assets(
 )
 
 # max_runtime lets run monitoring fail a run whose worker was killed, freeing its slots.
-TAGS = {"cv_assets/stage": "training", "dagster/max_runtime": str(4 * 3600)}
+TRAINING_TAGS = {"cv_assets/stage": "training", "dagster/max_runtime": str(4 * 3600)}
 
 training_job = dg.define_asset_job(
     "training_job",
     selection=TRAINING_ASSETS,
     description="Snapshot the dataset, train a challenger, gate it against the champion, convert "
     "it for the app and prove each file, register and promote.",
-    tags=TAGS,
+    tags=TRAINING_TAGS,
 )
 
 hpo_sweep = dg.define_asset_job(
@@ -22,6 +22,6 @@ hpo_sweep = dg.define_asset_job(
     selection=TRAINING_ASSETS,
     description="Train K configurations (MLflow child runs) on one dataset version; the best by "
     "validation mAP goes through the same gate as any challenger.",
-    tags=TAGS,
+    tags=TRAINING_TAGS,
     config={"ops": {"yolo_model": {"config": {"search": {"trials": 3, "strategy": "grid"}}}}},
 )

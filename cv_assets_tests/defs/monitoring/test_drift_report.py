@@ -6,7 +6,8 @@ import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
-from cv_assets.defs.monitoring.sensors import drift_sensor, validated_batch_sensor
+from cv_assets.defs.automation.sensors import drift_sensor
+from cv_assets.defs.monitoring.sensors import validated_batch_sensor
 from cv_assets.resources.environment import platform_resources
 from cv_assets.resources.storage import PlatformSettings
 from cv_assets.status import collect_status
@@ -22,7 +23,7 @@ def test_shifted_batch_drifts_against_the_champions_training_data(small_home, in
     (bright,) = ingest(
         cfg, instance, batches=1, images=48, size=96, seed=51, shift=["brightness=0.25"]
     )
-    job = build_defs(cfg).resolve_job_def("drift_job")
+    job = build_defs(cfg).resolve_job_def("batch_monitoring_job")
     reports = {}
     for b in (same, bright):
         r = job.execute_in_process(partition_key=b, instance=instance, run_config=QUIET)
@@ -41,7 +42,7 @@ def test_shifted_batch_drifts_against_the_champions_training_data(small_home, in
 
 def test_drift_without_a_champion_says_what_to_do_first(cfg, instance):
     (b,) = ingest(cfg, instance, batches=1, images=12, size=96)
-    job = build_defs(cfg).resolve_job_def("drift_job")
+    job = build_defs(cfg).resolve_job_def("batch_monitoring_job")
     r = job.execute_in_process(
         partition_key=b, instance=instance, run_config=QUIET, raise_on_error=False
     )
@@ -79,9 +80,9 @@ def test_sensors_request_drift_then_one_retraining_per_drift_event_after_cooldow
     requested = first.run_requests or []
     assert [r.partition_key for r in requested] == [same, bright]  # every new batch
     req = requested[1]
-    assert req.partition_key == bright and req.job_name in (None, "drift_job")
+    assert req.partition_key == bright and req.job_name in (None, "batch_monitoring_job")
     assert not tick(validated_batch_sensor, first.cursor).run_requests  # nothing new: no repeat
-    job = build_defs(cfg).resolve_job_def("drift_job")
+    job = build_defs(cfg).resolve_job_def("batch_monitoring_job")
     assert job.execute_in_process(partition_key=bright, instance=instance, run_config=QUIET).success
     # The training run above is recent: within the cooldown the drift is noted, not acted on.
     cooled = tick(drift_sensor)

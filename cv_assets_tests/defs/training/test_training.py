@@ -208,7 +208,7 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
 
 
 def test_worse_challenger_is_never_promoted_and_a_better_one_is(cfg, instance):
-    ingest(cfg, instance, batches=2, images=100, size=128)
+    ingested = ingest(cfg, instance, batches=2, images=100, size=128)
     base = {"imgsz": 96, "batch": 16}
     first = train(cfg, instance, base | {"epochs": 10})
     champ = materialized(first, "champion_model")
@@ -220,6 +220,11 @@ def test_worse_challenger_is_never_promoted_and_a_better_one_is(cfg, instance):
     check = check_named(worse, "challenger_beats_champion")
     assert not check.passed and "the champion stays" in (check.description or "")
     assert materialized(worse, "champion_model") is None
+    # Shadow: both models also scored on the newest batches' held-out images, beside the gate.
+    ev = materialized(worse, "model_evaluation")
+    assert ev is not None and int(ev["shadow_images"]) > 0
+    assert set(str(ev["shadow_batches"]).split(", ")) == set(ingested)
+    assert "not a criterion" in str(ev["gate"]) and "champion" in str(ev["shadow"])
     assert reg.champion().version == "1"  # type: ignore[union-attr]
     # A better challenger: three times the training. Promoted, v1 archived, history says why.
     better = train(cfg, instance, base | {"epochs": 30, "seed": 4})

@@ -1,0 +1,89 @@
+"""Live accuracy of the champion on each landed batch (its labels make the real mAP measurable)."""
+
+import json
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from cv_assets.defs.common import OWNERS
+from cv_assets.defs.ingest.partitions import batches
+from cv_assets.lib.performance import EVAL_CONF, EVAL_IOU, batch_performance
+from cv_assets.lib.report import md_table
+from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+
+
+class PerformanceConfig(dg.Config):
+    margin: float = Field(
+        default=0.10,
+        description="absolute mAP50 a batch may fall below the champion's test mAP50 before it "
+        "is degraded (and retraining is requested)",
+    )
+    min_images: int = Field(default=20, description="fewer accepted images are not judged")
+    max_images: int = Field(
+        default=2000, description="larger batches are scored on this many (by content hash)"
+    )
+    conf: float = Field(
+        default=EVAL_CONF, description="confidence threshold (the test evaluation's, to compare)"
+    )
+    iou: float = Field(default=EVAL_IOU, description="NMS IoU threshold (the test evaluation's)")
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="monitoring",
+    kinds={"onnx"},
+    owners=OWNERS,
+    code_version="1",
+)
+def champion_performance(
+    context: dg.AssetExecutionContext,
+    config: PerformanceConfig,
+    validated_batch: dict[str, Any],
+    champion_model: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+) -> dg.Output[dict[str, Any]]:
+    """The champion's mAP on batch b's labelled images, judged against its test mAP50."""
+    store, bid = artifacts.store, context.partition_key
+    champ = mlflow.registry(store).champion()
+    if champ is None or not champ.mobile.get("onnx_uri"):
+        raise dg.Failure(
+            description="no champion with mobile files yet: live accuracy is measured through "
+            "the champion's ONNX file (run training_job first)",
+            allow_retries=False,
+        )
+    perf = batch_performance(
+        store,
+        batch_id=bid,
+        samples_uri=validated_batch["samples"]["uri"],
+        detector_uri=str(champ.mobile["onnx_uri"]),
+        dataset_version=champ.dataset_version,
+        classes=champ.class_names,
+        champion_test_map50=champ.map50,
+        margin=config.margin,
+        min_images=config.min_images,
+        max_images=config.max_images,
+        conf=config.conf,
+        iou=config.iou,
+    )
+    s = perf.summary()
+    record = s | {"champion_version": champ.version, "per_class": perf.per_class()}
+    ref = store.put_bytes(f"performance/{bid}/v{champ.version}.json", json.dumps(record).encode())
+    rows = [(c["class"], c["instances"], c["ap50"], c["ap50_95"]) for c in record["per_class"]]
+    (context.log.warning if perf.degraded else context.log.info)(f"{bid}: {perf.reason}")
+    nan = float("nan")  # a missing test mAP50 is plotted as a gap, never as a fake 0
+    return dg.Output(
+        record | {"report_uri": ref.uri},
+        metadata={
+            **{k: s[k] for k in ("map50", "map50_95", "precision", "recall", "images")},
+            "champion_test_map50": nan if champ.map50 is None else champ.map50,
+            "drop": nan if s["drop"] is None else s["drop"],
+            "degraded": perf.degraded,
+            "in_training_data": perf.in_training_data,
+            "champion_version": champ.version,
+            "reason": perf.reason,
+            "per_class": dg.MetadataValue.md(md_table(rows, ["class", "boxes", "AP50", "AP50-95"])),
+            "report": dg.MetadataValue.path(ref.uri),
+        },
+    )

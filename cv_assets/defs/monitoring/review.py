@@ -1,0 +1,107 @@
+"""The review queue of each landed batch: labels the champion contradicts, ranked, with crops."""
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from cv_assets.defs.common import OWNERS
+from cv_assets.defs.ingest.partitions import batches
+from cv_assets.lib.plots import markdown_image
+from cv_assets.lib.report import md_table
+from cv_assets.lib.review import ReviewSettings, review_batch, thumbnail_png
+from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+
+REVIEW_CODE_VERSION = "1"
+_DEFAULTS = ReviewSettings()
+
+
+class ReviewConfig(dg.Config):
+    conf_min: float = Field(
+        default=_DEFAULTS.conf_min, description="champion confidence below which a box is ignored"
+    )
+    iou_match: float = Field(
+        default=_DEFAULTS.iou_match,
+        description="IoU under which a prediction overlaps no label box (missing_label)",
+    )
+    iou_ok: float = Field(
+        default=_DEFAULTS.iou_ok,
+        description="IoU from which a prediction agrees with a label box's position",
+    )
+    max_items: int = Field(default=200, description="the queue keeps this many, most severe first")
+
+    def settings(self) -> ReviewSettings:
+        return ReviewSettings(self.conf_min, self.iou_match, self.iou_ok)
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="monitoring",
+    kinds={"onnx", "parquet"},
+    owners=OWNERS,
+    code_version=REVIEW_CODE_VERSION,
+)
+def review_queue(
+    context: dg.AssetExecutionContext,
+    config: ReviewConfig,
+    validated_batch: dict[str, Any],
+    champion_model: dict[str, Any],
+    artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource,
+) -> dg.Output[dict[str, Any]]:
+    """Labels of batch b that the champion contradicts most, ranked, with a crop of each."""
+    store, bid = artifacts.store, context.partition_key
+    champ = mlflow.registry(store).champion()
+    if champ is None or not champ.mobile.get("onnx_uri"):
+        raise dg.Failure(
+            description="no champion with mobile files yet: the queue is the champion's view of "
+            "the labels, through its ONNX file (run training_job first)",
+            allow_retries=False,
+        )
+    q = review_batch(
+        store,
+        samples_uri=validated_batch["samples"]["uri"],
+        detector_uri=str(champ.mobile["onnx_uri"]),
+        classes=champ.class_names,
+        settings=config.settings(),
+        max_items=config.max_items,
+    )
+    prefix = f"review/{bid}/v{champ.version}"
+    q.table["crop_uri"] = [
+        store.put_bytes(f"{prefix}/crops/{name}", png).uri
+        for name, png in zip(q.table["crop"], q.crops, strict=True)
+    ]
+    table = store.put_bytes(f"{prefix}/queue.parquet", q.table_bytes())
+    top = [
+        (*row, markdown_image(thumbnail_png(png), row[3]))
+        for row, png in zip(q.top_rows(10), q.crops[:10], strict=True)
+    ]
+    context.log.info(f"{bid}: {len(q.table)} items of {q.found} found in {q.images} images")
+    record = {
+        "batch_id": bid,
+        "champion_version": champ.version,
+        "counts": q.counts,
+        "items": len(q.table),
+        "found": q.found,
+        "images": q.images,
+        "table": table.as_dict(),
+        "crops_prefix": store.uri(f"{prefix}/crops"),
+    }
+    return dg.Output(
+        record,
+        metadata={
+            **q.counts,
+            "items": len(q.table),
+            "found": q.found,
+            "images": q.images,
+            "champion_version": champ.version,
+            "conf_min": config.conf_min,
+            "top_items": dg.MetadataValue.md(
+                md_table(top, ["rank", "kind", "score", "stem", "details", "crop"])
+                if top
+                else "no disagreements above the thresholds"
+            ),
+            "table": dg.MetadataValue.path(table.uri),
+            "table_sha256": table.sha256,
+        },
+    )

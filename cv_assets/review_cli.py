@@ -1,0 +1,253 @@
+"""``cv-assets review export`` and ``review import``: the review queue, through a person and back.
+
+``export`` turns the newest ``review_queue`` of a batch into a folder a reviewer edits: the images
+exactly as they landed, their current labels, the champion's predictions as suggestions, the
+ranked list and the crops. ``import`` checks the edited labels with the platform's own label rules
+and, only if every file passes, lands the folder as a new batch in the landing contract whose
+``batch.json`` (written last) says ``source: review:<batch>``; intake then accepts its images as
+corrections of the labels they had, and the next dataset version carries the new labels.
+"""
+
+import argparse
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cv_assets.lib.settings import PlatformConfig
+
+EXPORT_RECORD = "review.json"
+QUEUE_ASSET = "review_queue"
+README = """\
+Review of batch {batch} (champion v{version}): {items} items on {images} images.
+
+review.csv     the items, most severe first: rank, kind, stem, score, details, crop
+crops/         each item's region: the label's box in green, the champion's in magenta
+images/        the images exactly as they landed (do not edit)
+labels/        their current labels: correct these, one box a line, "class cx cy w h",
+               normalised to [0, 1]; an empty file means no objects
+predictions/   the champion's boxes (confidence >= {conf}) in the same format, as
+               suggestions: copy lines from here into labels/ where the champion is right
+
+Classes: {classes}
+
+When done:  cv-assets review import {folder}
+Every label file is checked first; if any line breaks a rule nothing is sent. The folder then
+lands as a new batch (source "review:{batch}") whose labels replace the current ones.
+"""
+
+
+class ReviewCliError(Exception):
+    """A refusal the user can act on; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _store(cfg: PlatformConfig, root: str | None = None) -> Any:
+    from cv_assets.lib.store import ArtifactStore
+
+    return ArtifactStore(root or cfg.artifacts_root, cfg.s3_endpoint_url)
+
+
+def newest_queue(cfg: PlatformConfig, batch_id: str) -> dict[str, Any] | None:
+    """Metadata of the newest ``review_queue`` materialization of ``batch_id``, if any."""
+    import dagster as dg
+
+    from cv_assets.status import open_instance
+
+    instance = open_instance(cfg)
+    try:
+        res = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(QUEUE_ASSET), asset_partitions=[batch_id]),
+            limit=1,
+        )
+    finally:
+        instance.dispose()
+    for rec in res.records:
+        if rec.asset_materialization is not None:
+            return {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+    return None
+
+
+def _read_table(store: Any, md: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    from cv_assets.lib.store import sha256_bytes
+
+    uri = str(md["table"])
+    data = store.get_bytes(store.key_of(uri))
+    if sha256_bytes(data) != md.get("table_sha256"):
+        raise ReviewCliError(f"{uri}: sha256 differs from the materialization's; refusing it", 2)
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def export_review(
+    cfg: PlatformConfig, batch_id: str, out: Path | None = None, top: int | None = None
+) -> str:
+    """Write the review folder of ``batch_id``'s newest queue; returns what to tell the user."""
+    from cv_assets.lib.raw import raw_prefix
+
+    md = newest_queue(cfg, batch_id)
+    if md is None:
+        raise ReviewCliError(
+            f"no review queue for batch {batch_id!r}: materialize review_queue for that partition "
+            "first (it needs a champion)",
+            2,
+        )
+    store = _store(cfg)
+    table = _read_table(store, md)
+    if top is not None:
+        table = table[table["rank"] <= top]
+    if table.empty:
+        return f"the review queue of {batch_id} is empty: nothing to review"
+    out = out or Path(f"review-{batch_id}")
+    if out.exists() and any(out.iterdir()):
+        raise ReviewCliError(f"{out}: already exists and is not empty; choose another --out", 2)
+    for sub in ("images", "labels", "predictions", "crops"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    labels: dict[str, str] = {}
+    for r in table.drop_duplicates("stem").itertuples(index=False):
+        stem, source = str(r.stem), str(r.source)
+        # The bytes as landed, not the standardised copy: the same sha256 is what makes the
+        # re-landed image a correction of this sample rather than a new one.
+        raw = store.get_bytes(f"{raw_prefix(batch_id)}/files/{source}")
+        (out / "images" / PurePosixPath(source).name).write_bytes(raw)
+        label = store.get_bytes(store.key_of(str(r.label_uri)))
+        (out / "labels" / f"{stem}.txt").write_bytes(label)
+        (out / "predictions" / f"{stem}.txt").write_text(str(r.predictions))
+        labels[stem] = label.decode()
+    for r in table.itertuples(index=False):
+        (out / "crops" / str(r.crop)).write_bytes(store.get_bytes(store.key_of(str(r.crop_uri))))
+    with open(out / "review.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "kind", "stem", "score", "details", "crop"])
+        for r in table.itertuples(index=False):
+            w.writerow([r.rank, r.kind, r.stem, r.score, r.details, f"crops/{r.crop}"])
+    version = md.get("champion_version")
+    record = {
+        "batch_id": batch_id,
+        "champion_version": version,
+        "table_uri": md["table"],
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "labels": labels,
+    }
+    (out / EXPORT_RECORD).write_text(json.dumps(record, indent=1))
+    (out / "README.txt").write_text(
+        README.format(
+            batch=batch_id,
+            version=version,
+            items=len(table),
+            images=len(labels),
+            conf=f"{float(md.get('conf_min', 0.0)):.3g}",
+            classes=", ".join(f"{i} {c}" for i, c in enumerate(cfg.classes)),
+            folder=out,
+        )
+    )
+    return f"{len(table)} items on {len(labels)} images of {batch_id} -> {out} (see README.txt)"
+
+
+def _problems(
+    folder: Path, classes: list[str]
+) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
+    """Images and labels by stem, and every problem found, each naming file, line and rule."""
+    from cv_assets.lib.intake import IMAGE_EXTS, is_portable_path
+    from cv_assets.lib.labels import label_table, parse_label_file, validate_labels
+
+    images: dict[str, Path] = {}
+    labels: dict[str, Path] = {}
+    problems: list[str] = []
+    for sub, exts, found in (("images", IMAGE_EXTS, images), ("labels", {".txt"}, labels)):
+        for p in sorted((folder / sub).iterdir()) if (folder / sub).is_dir() else []:
+            if p.name.startswith("."):  # editors' swap and lock files
+                continue
+            rel = f"{sub}/{p.name}"
+            if not p.is_file() or p.suffix.lower() not in exts or not is_portable_path(rel):
+                problems.append(f"{rel}: unexpected file (expected {sub}/<stem>) [unexpected_file]")
+            else:
+                found[p.stem] = p
+    problems += [
+        f"images/{p.name}: no label file labels/{s}.txt [missing_label]"
+        for s, p in images.items()
+        if s not in labels
+    ]
+    problems += [
+        f"labels/{p.name}: no image images/{s}.* [label_without_image]"
+        for s, p in labels.items()
+        if s not in images
+    ]
+    parsed = [parse_label_file(f"labels/{p.name}", p.read_bytes()) for p in labels.values()]
+    problems += [f"{f.unreadable} [label_not_utf8]" for f in parsed if f.unreadable]
+    errors = validate_labels(label_table(f for f in parsed if not f.unreadable), classes)
+    problems += [f"{e.message} [{e.rule}]" for e in errors]
+    return images, labels, problems
+
+
+def import_review(
+    cfg: PlatformConfig, folder: Path, batch_id: str | None = None, now: datetime | None = None
+) -> str:
+    """Validate an edited review folder and land it as a correction batch; what to tell the user."""
+    from cv_assets.lib.intake import CORRECTION_SOURCE_PREFIX
+    from cv_assets.lib.landing import BATCH_ID_RE, MARKER, is_valid_batch_id
+
+    try:
+        record = json.loads((folder / EXPORT_RECORD).read_text())
+    except (OSError, ValueError):
+        raise ReviewCliError(
+            f"{folder}: no readable {EXPORT_RECORD}; expected a folder written by "
+            "`cv-assets review export`",
+            2,
+        ) from None
+    images, labels, problems = _problems(folder, list(cfg.classes))
+    if problems:
+        raise ReviewCliError(
+            "\n".join(problems) + f"\n{len(problems)} problem(s) in {folder}; nothing was landed",
+            1,
+        )
+    if not images:
+        raise ReviewCliError(f"{folder}: no images to send; nothing was landed", 1)
+    orig, now = str(record["batch_id"]), now or datetime.now(UTC)
+    bid = batch_id or f"{orig}-review-{now:%Y%m%d%H%M%S}"
+    if not is_valid_batch_id(bid):
+        raise ReviewCliError(f"{bid!r} is not a valid batch id ({BATCH_ID_RE.pattern})", 2)
+    zone = _store(cfg, cfg.landing_root)
+    if zone.list(f"{bid}/"):
+        raise ReviewCliError(f"batch {bid!r} is already in the landing zone; use --batch-id", 2)
+    for stem, p in images.items():
+        zone.put_bytes(f"{bid}/images/{p.name}", p.read_bytes())
+        zone.put_bytes(f"{bid}/labels/{stem}.txt", labels[stem].read_bytes())
+    source = f"{CORRECTION_SOURCE_PREFIX}{orig}"
+    marker = {
+        "batch_id": bid,
+        "classes": list(cfg.classes),
+        "created_at": now.isoformat(),
+        "source": source,
+    }
+    # Written last: its presence is what makes the batch complete for the landing sensor.
+    zone.put_bytes(f"{bid}/{MARKER}", json.dumps(marker, indent=1).encode())
+    before = record.get("labels", {})
+    changed = sum(before.get(s) != p.read_text() for s, p in labels.items())
+    return (
+        f"landed {len(images)} images ({changed} with changed labels) as batch {bid} "
+        f"({source}) at {zone.uri(bid)}; intake accepts them as corrections"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``cv-assets review ...``: refusals are printed as one message each, with an exit status."""
+    import sys
+
+    cfg = PlatformConfig.from_env()
+    try:
+        if args.review_command == "export":
+            msg = export_review(cfg, args.batch, args.out, args.top)
+        else:
+            msg = import_review(cfg, args.folder, args.batch_id)
+    except ReviewCliError as e:
+        print(f"cv-assets review {args.review_command}: {e}", file=sys.stderr)
+        return e.code
+    print(msg)
+    return 0
