@@ -6,7 +6,7 @@
 import sys
 import time
 
-from benchmarks import bench_drift, bench_intake, bench_mobile, bench_training
+from benchmarks import bench_automation, bench_drift, bench_intake, bench_mobile, bench_training
 from benchmarks.common import README, Result, save
 
 DEFAULT = [
@@ -14,6 +14,7 @@ DEFAULT = [
     *bench_training.BENCHMARKS,
     *bench_mobile.BENCHMARKS,
     *bench_drift.BENCHMARKS,
+    *bench_automation.BENCHMARKS,
 ]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 

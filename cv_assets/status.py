@@ -13,6 +13,7 @@ import dagster as dg
 from cv_assets.lib import tracking
 from cv_assets.lib.landing import LandingZone
 from cv_assets.lib.registry import URI_TAGS, Registry
+from cv_assets.lib.review import KINDS
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import ArtifactStore
 
@@ -138,6 +139,40 @@ def drift_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
     ]
 
 
+def performance_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
+    """The champion's live accuracy on each batch (newest measurement per batch)."""
+    keys = ("map50", "champion_test_map50", "degraded", "in_training_data", "champion_version")
+    return [
+        {"batch_id": b} | {k: m.get(k) for k in keys}
+        for b, m in sorted(latest_by_partition(instance, "champion_performance").items())
+    ]
+
+
+def review_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
+    """How many labels of each batch the champion disputes (``cv-assets review export``)."""
+    keys = ("items", *KINDS, "champion_version")
+    return [
+        {"batch_id": b} | {k: m.get(k) for k in keys} | {"table_uri": m.get("table")}
+        for b, m in sorted(latest_by_partition(instance, "review_queue").items())
+    ]
+
+
+def trainings_section(instance: dg.DagsterInstance, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest training runs and what started each: automation (volume or freshness), drift,
+    degradation, the schedule, or a person."""
+    runs = instance.get_run_records(dg.RunsFilter(tags={"cv_assets/stage": "training"}), limit)
+    return [
+        {
+            "run_id": r.dagster_run.run_id,
+            "trigger": r.dagster_run.tags.get("cv_assets/trigger", "manual"),
+            "trigger_batch": r.dagster_run.tags.get("cv_assets/trigger_batch"),
+            "status": r.dagster_run.status.value,
+            "created_at": r.create_timestamp.isoformat(timespec="seconds"),
+        }
+        for r in reversed(runs)
+    ]
+
+
 def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
     cfg = cfg or PlatformConfig.from_env()
     instance = open_instance(cfg)
@@ -165,6 +200,9 @@ def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
             "champion": champion_section(reg),
             "promotions": reg.history()[-20:],
             "drift": drift_section(instance),
+            "performance": performance_section(instance),
+            "review": review_section(instance),
+            "trainings": trainings_section(instance),
         }
     finally:
         instance.dispose()
@@ -216,6 +254,20 @@ def render_status(s: dict[str, Any]) -> str:
     for d in s["drift"][-10:]:
         flag = "DRIFTED" if d["drifted"] else "ok"
         lines.append(f"  drift {d['batch_id']}: share {d['drift_share']} {flag} {d['report_uri']}")
+    for p in s["performance"][-10:]:
+        seen = " (in its training data)" if p["in_training_data"] else ""
+        flag = "DEGRADED" if p["degraded"] else "ok"
+        lines.append(
+            f"  live mAP50 {p['batch_id']}: {p['map50']} vs test {p['champion_test_map50']} "
+            f"{flag}{seen}"
+        )
+    for r in s["review"][-5:]:
+        lines.append(f"  review {r['batch_id']}: {r['items']} labels to check")
+    for t in s["trainings"][-5:]:
+        on = f" on {t['trigger_batch']}" if t["trigger_batch"] else ""
+        lines.append(
+            f"  training {t['run_id'][:8]} {t['created_at']}: {t['trigger']}{on} {t['status']}"
+        )
     for h in s["promotions"][-5:]:
         was = f"from v{h['previous']}" if h["previous"] else "first champion"
         lines.append(f"  {h['at']} {h['action']} v{h['version']} ({was}) by {h['who']}: {h['why']}")

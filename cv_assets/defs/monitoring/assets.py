@@ -7,6 +7,7 @@ import dagster as dg
 
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
+from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.defs.monitoring.config import DriftConfig
 from cv_assets.lib.drift import drift_for_batch
 from cv_assets.lib.report import md_table
@@ -33,13 +34,9 @@ def drift_report(
 ) -> dg.Output[dict[str, Any]]:
     """Evidently drift report of batch b's features and champion confidences vs training data."""
     store, bid = artifacts.store, context.partition_key
-    champ = mlflow.registry(store).champion()
-    if champ is None or not champ.mobile.get("onnx_uri"):
-        raise dg.Failure(
-            description="no champion with mobile files yet: drift is measured against the "
-            "champion's training data, through its ONNX file (run training_job first)",
-            allow_retries=False,
-        )
+    champ = champion_with_onnx(
+        mlflow, store, "drift is measured against the champion's training data"
+    )
     res = drift_for_batch(
         store,
         champion_key=champ.weights_sha256[:16],

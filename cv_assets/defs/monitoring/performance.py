@@ -8,6 +8,7 @@ from pydantic import Field
 
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
+from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.lib.performance import EVAL_CONF, EVAL_IOU, batch_performance
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
@@ -46,13 +47,7 @@ def champion_performance(
 ) -> dg.Output[dict[str, Any]]:
     """The champion's mAP on batch b's labelled images, judged against its test mAP50."""
     store, bid = artifacts.store, context.partition_key
-    champ = mlflow.registry(store).champion()
-    if champ is None or not champ.mobile.get("onnx_uri"):
-        raise dg.Failure(
-            description="no champion with mobile files yet: live accuracy is measured through "
-            "the champion's ONNX file (run training_job first)",
-            allow_retries=False,
-        )
+    champ = champion_with_onnx(mlflow, store, "live accuracy is measured")
     perf = batch_performance(
         store,
         batch_id=bid,

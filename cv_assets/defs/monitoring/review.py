@@ -7,6 +7,7 @@ from pydantic import Field
 
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
+from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.lib.plots import markdown_image
 from cv_assets.lib.report import md_table
 from cv_assets.lib.review import ReviewSettings, review_batch, thumbnail_png
@@ -51,13 +52,7 @@ def review_queue(
 ) -> dg.Output[dict[str, Any]]:
     """Labels of batch b that the champion contradicts most, ranked, with a crop of each."""
     store, bid = artifacts.store, context.partition_key
-    champ = mlflow.registry(store).champion()
-    if champ is None or not champ.mobile.get("onnx_uri"):
-        raise dg.Failure(
-            description="no champion with mobile files yet: the queue is the champion's view of "
-            "the labels, through its ONNX file (run training_job first)",
-            allow_retries=False,
-        )
+    champ = champion_with_onnx(mlflow, store, "the queue is the champion's view of the labels")
     q = review_batch(
         store,
         samples_uri=validated_batch["samples"]["uri"],

@@ -60,9 +60,7 @@ def test_champion_performance_measures_new_batches_and_never_judges_training_one
     trained_on = sorted(instance.get_dynamic_partitions("batches"))
     assert train(cfg, instance).success
     (new,) = ingest(cfg, instance, batches=1, images=40, size=96, seed=60)
-    defs = dg.Definitions.merge(
-        build_defs(cfg), dg.Definitions(assets=[champion_performance], jobs=[performance_job])
-    )
+    defs = dg.Definitions.merge(build_defs(cfg), dg.Definitions(jobs=[performance_job]))
     store = ArtifactStore(cfg.artifacts_root)
     champion = json.loads(store.get_bytes("registry/champion.json"))
 
