@@ -36,8 +36,14 @@ def test_shifted_batch_drifts_against_the_champions_training_data(small_home, in
     html = Path(str(shifted["report"]))
     assert html.is_file() and "brightness" in html.read_text()
     assert Path(str(shifted["report_json"])).is_file()
-    drift = {d["batch_id"]: d for d in collect_status(cfg)["drift"]}
+    status = collect_status(cfg)
+    drift = {d["batch_id"]: d for d in status["drift"]}
     assert drift[bright]["drifted"] is True and drift[same]["report_uri"] == str(ordinary["report"])
+    # The same monitoring run measured live accuracy and built the review queue of each batch.
+    perf = {p["batch_id"]: p for p in status["performance"]}
+    assert set(perf) == {same, bright} and perf[bright]["in_training_data"] is False
+    assert {r["batch_id"] for r in status["review"]} == {same, bright}
+    assert [t["trigger"] for t in status["trainings"]] == ["manual"]
 
 
 def test_drift_without_a_champion_says_what_to_do_first(cfg, instance):
