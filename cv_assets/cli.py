@@ -97,6 +97,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    from cv_assets.lineage import LineageError, collect_lineage, render_lineage
+
+    try:
+        doc = collect_lineage(version=args.version)
+    except LineageError as e:
+        print(f"cv-assets lineage: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2, default=str) if args.json else render_lineage(doc))
+    # A hash that no longer matches its record is worth a failing exit code in a script.
+    return 1 if doc["problems"] else 0
+
+
 def _review(args: argparse.Namespace) -> int:
     from cv_assets.review_cli import run
 
@@ -153,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
     pd.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     pd.set_defaults(func=_predict)
+
+    ln = sub.add_parser(
+        "lineage", help="a model's chain: batches, dataset version, weights, mobile files"
+    )
+    ln.add_argument("version", nargs="?", help="registered version, e.g. 3 (default: champion)")
+    ln.add_argument("--json", action="store_true")
+    ln.set_defaults(func=_lineage)
 
     rv = sub.add_parser("review", help="send the review queue to a person and its fixes back")
     rsub = rv.add_subparsers(dest="review_command", required=True)

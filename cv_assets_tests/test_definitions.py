@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import dagster as dg
 import pytest
 
@@ -28,3 +33,41 @@ def test_acceptance_check_is_blocking(cfg):
 
     (spec,) = [s for s in intake.check_specs if s.name == "acceptance_rate_ok"]
     assert spec.blocking and spec.asset_key == dg.AssetKey("validated_batch")
+
+
+def _load_in_subprocess(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
+    """Definitions read their settings at import, as a code server does: a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        env=dict(os.environ) | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_deployment_training_tags_reach_every_training_run_source():
+    tags = {"cv_assets/gpu_pool": "a", "dagster-k8s/config": {"pod_spec_config": {"x": 1}}}
+    code = (
+        "import json; from cv_assets.definitions import defs; "
+        "from cv_assets.defs.automation.sensors import retrain_automation as a; "
+        "print(json.dumps([defs.resolve_job_def('training_job').tags, "
+        "defs.resolve_job_def('hpo_sweep').tags, dict(a.run_tags)]))"
+    )
+    out = _load_in_subprocess({"CV_ASSETS_TRAINING_RUN_TAGS": json.dumps(tags)}, code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for run_tags in json.loads(out.stdout.strip().splitlines()[-1]):
+        assert run_tags["cv_assets/gpu_pool"] == "a"
+        assert json.loads(run_tags["dagster-k8s/config"]) == {"pod_spec_config": {"x": 1}}
+        assert run_tags["cv_assets/stage"] == "training"
+
+
+def test_training_recipe_from_the_environment_is_checked_at_load():
+    code = "import cv_assets.definitions"
+    bad = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epoch": 3})}, code)
+    assert bad.returncode != 0 and "unknown training settings ['epoch']" in bad.stderr
+    wrong = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epochs": "many"})}, code)
+    assert wrong.returncode != 0 and "epochs" in wrong.stderr
+    show = "from cv_assets.defs.training.config import TrainConfig as T; print(T().epochs)"
+    ok = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epochs": 7})}, show)
+    assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1] == "7"

@@ -38,6 +38,7 @@ class PlatformConfig:
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
     event_train: Mapping[str, Any] = field(default_factory=dict)
     sensor_interval_s: int = 15
+    training_run_tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dagster_home(self) -> Path:
@@ -98,6 +99,13 @@ class PlatformConfig:
                 e.get("CV_ASSETS_TRAIN_ON_EVENT", ""), "CV_ASSETS_TRAIN_ON_EVENT"
             ),
             sensor_interval_s=int(e.get("CV_ASSETS_SENSOR_INTERVAL", "15")),
+            training_run_tags={
+                # Structured tags (dagster-k8s/config, ecs overrides) are JSON strings on a run.
+                str(k): v if isinstance(v, str) else json.dumps(v)
+                for k, v in train_defaults(
+                    e.get("CV_ASSETS_TRAINING_RUN_TAGS", ""), "CV_ASSETS_TRAINING_RUN_TAGS"
+                ).items()
+            },
         )
 
 

@@ -2,12 +2,19 @@
 
 import dagster as dg
 
+from cv_assets.lib.settings import PlatformConfig
+
 TRAINING_ASSETS = dg.AssetSelection.assets(
     "training_dataset", "yolo_model", "model_evaluation", "mobile_model", "champion_model"
 )
 
-# max_runtime lets run monitoring fail a run whose worker was killed, freeing its slots.
-TRAINING_TAGS = {"cv_assets/stage": "training", "dagster/max_runtime": str(4 * 3600)}
+# max_runtime lets run monitoring fail a run whose worker was killed, freeing its slots. A
+# deployment adds its own (CV_ASSETS_TRAINING_RUN_TAGS): the GPU pool, dagster-k8s/config with a
+# GPU node selector, ECS overrides. Every training run carries them, however it was started.
+TRAINING_TAGS = dict(PlatformConfig.from_env().training_run_tags) | {
+    "cv_assets/stage": "training",
+    "dagster/max_runtime": str(4 * 3600),
+}
 
 training_job = dg.define_asset_job(
     "training_job",
