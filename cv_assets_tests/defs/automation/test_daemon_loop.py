@@ -1,7 +1,8 @@
 """The closed loop under the real daemon (``dagster dev``), with tiny trainings.
 
-Volume with debounce: three batches land at once, and the dataset waits for all their intakes
-even though two already cross N. The daemon is then killed outright and a small batch lands
+Intake and volume with debounce: three batches land at once (one with planted faults, which
+intake quarantines and counts), and the dataset waits for all their intakes even though two
+already cross N. The daemon is then killed outright and a small batch lands
 while it is down: after the restart, that batch is taken in, nothing earlier runs twice, and the
 model (now past its FreshnessPolicy) retrains on that batch although it is below N.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.home import REPO
 from cv_assets.status import latest_by_partition
 from cv_assets_tests.conftest import land
@@ -27,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 ENV = {
     "CV_ASSETS_TRAIN": json.dumps({"epochs": 1, "imgsz": 64, "batch": 16, "min_train_images": 8}),
     "CV_ASSETS_GATE": json.dumps({"min_map50": 0.0}),
-    "CV_ASSETS_RETRAIN_MIN_IMAGES": "40",
+    "CV_ASSETS_RETRAIN_MIN_IMAGES": "30",
     "CV_ASSETS_RETRAIN_COOLDOWN_S": "30",
     "CV_ASSETS_MODEL_MAX_AGE_H": str(61 / 3600),  # stale a minute after training (Dagster's least)
     "CV_ASSETS_SENSOR_INTERVAL": "2",
@@ -108,7 +110,10 @@ def _metadata(instance, asset: str) -> list[dict]:
 
 @pytest.mark.timeout(1200)
 def test_volume_debounce_restart_and_freshness_under_the_real_daemon(cfg, tmp_path):
-    first = [b.batch_id for b in land(cfg, batches=3, images=24, size=96)]
+    # One batch with planted faults: the daemon's intake quarantines them and counts them.
+    landed = land(cfg, batches=1, images=24, size=96, corrupt_fraction=0.34)
+    landed += land(cfg, batches=2, images=24, size=96, seed=7)
+    first = [b.batch_id for b in landed]
     daemon = Daemon(tmp_path / "dagster-dev.log")
     instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
     try:
@@ -117,9 +122,15 @@ def test_volume_debounce_restart_and_freshness_under_the_real_daemon(cfg, tmp_pa
         (v1,) = _training_runs(instance)
         assert v1.status == dg.DagsterRunStatus.SUCCESS, daemon.tail()
         assert v1.tags["cv_assets/trigger"] == "automation"
-        # Debounce: two intakes already crossed N=40, but the third was still queued.
+        # Debounce: any two intakes already cross N=30, but the third was still queued.
         (ds1,) = _datasets(instance)
         assert sorted(ds1["batch_ids"]) == sorted(first)
+        validated = latest_by_partition(instance, "validated_batch")
+        assert set(instance.get_dynamic_partitions(BATCHES)) == set(first)
+        for b in landed:
+            m = validated[b.batch_id]
+            assert m["landed"] == b.files_landed == m["accepted"] + m["quarantined"]
+        assert validated[landed[0].batch_id]["quarantined"] > 0
 
         daemon.kill()  # a crash, mid-loop: cursors and run keys must carry the state
         (late,) = land(cfg, batches=1, images=12, size=96, seed=41)
@@ -130,7 +141,7 @@ def test_volume_debounce_restart_and_freshness_under_the_real_daemon(cfg, tmp_pa
         validated = latest_by_partition(instance, "validated_batch")
         assert set(validated) == {*first, late.batch_id}
         ds2 = _datasets(instance)[-1]
-        assert late.batch_id in ds2["batch_ids"] and int(validated[late.batch_id]["accepted"]) < 40
+        assert late.batch_id in ds2["batch_ids"] and int(validated[late.batch_id]["accepted"]) < 30
         # The late batch may also drift (its monitoring runs too); whatever fires, each dataset
         # version is trained once.
         daemon.wait("all trainings", lambda: _finished(instance, 2), 300)
