@@ -6,7 +6,14 @@
 import sys
 import time
 
-from benchmarks import bench_automation, bench_drift, bench_intake, bench_mobile, bench_training
+from benchmarks import (
+    bench_automation,
+    bench_drift,
+    bench_intake,
+    bench_mobile,
+    bench_postgres,
+    bench_training,
+)
 from benchmarks.common import README, Result, save
 
 DEFAULT = [
@@ -15,6 +22,7 @@ DEFAULT = [
     *bench_mobile.BENCHMARKS,
     *bench_drift.BENCHMARKS,
     *bench_automation.BENCHMARKS,
+    *bench_postgres.BENCHMARKS,
 ]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 

@@ -130,5 +130,6 @@ def check_trainable(counts: dict[str, int], minimum: dict[str, int], version: st
         raise DatasetTooSmall(
             f"dataset {version} is too small to train on: {', '.join(short)} images "
             f"(train/val/test = {counts.get('train', 0)}/{counts.get('val', 0)}/"
-            f"{counts.get('test', 0)}). Land more batches, or lower min_images_per_split."
+            f"{counts.get('test', 0)}). Land more batches, or lower yolo_model's "
+            "min_train_images, min_val_images or min_test_images."
         )
