@@ -11,7 +11,7 @@ export YOLO_OFFLINE := 1
 export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo test lint typecheck validate pytest ui mlflow-ui bench gpu-wheels clean
+.PHONY: install system-deps demo test lint typecheck validate pytest ui mlflow-ui bench gpu-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# What the integration and browser tests need from Debian (PostgreSQL, Chromium): installed only
+# when missing, so a second run costs nothing.
+system-deps:
+	bash .ci/services.sh
+	bash .ci/browser.sh
+
 demo: install
 	$(BIN)/python -m cv_assets.demo
 
-test: install lint typecheck validate pytest
+test: install system-deps lint typecheck validate pytest
 
 lint: install
 	$(BIN)/ruff check .
