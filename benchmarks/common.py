@@ -19,6 +19,10 @@ WORK = HERE / ".work"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 
 
+class Skipped(Exception):
+    """A benchmark that cannot run here (it reads what another command made); its row stays."""
+
+
 @dataclass
 class Result:
     name: str  # stable id, one README row each

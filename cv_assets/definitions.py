@@ -30,7 +30,15 @@ def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
         # imports torch for every step costs more than any parallelism between steps could win.
         dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),
     )
-    return automation.with_retraining_policy(merged, cfg)
+    return with_storage_kinds(automation.with_retraining_policy(merged, cfg), cfg)
+
+
+def with_storage_kinds(defs: dg.Definitions, cfg: PlatformConfig) -> dg.Definitions:
+    """Every asset writes its files to the artifact store: when that is a bucket, the UI's kind
+    badge says so (``s3``), beside what the asset computes with."""
+    if not cfg.artifacts_root.startswith("s3://"):
+        return defs
+    return defs.map_resolved_asset_specs(func=lambda spec: spec.merge_attributes(kinds={"s3"}))
 
 
 defs = build_defs()

@@ -23,6 +23,23 @@ def test_every_asset_has_description_group_owner_and_kind(cfg):
         assert node.kinds, key
 
 
+def test_kinds_say_what_each_asset_uses_and_s3_only_when_artifacts_are_in_a_bucket(cfg):
+    from dataclasses import replace
+
+    local = build_defs(cfg).resolve_asset_graph()
+    kinds = {k.to_user_string(): local.get(k).kinds for k in local.get_all_asset_keys()}
+    assert "pandera" in kinds["validated_batch"]
+    assert "evidently" in kinds["drift_report"]
+    assert {"pytorch", "mlflow"} <= kinds["yolo_model"]
+    assert "onnx" in kinds["mobile_model"]
+    assert not any("s3" in k for k in kinds.values())
+    on_s3 = build_defs(replace(cfg, artifacts_root="s3://bucket/cv")).resolve_asset_graph()
+    for key in on_s3.get_all_asset_keys():
+        # Dagster shows at most three kinds per asset.
+        assert on_s3.get(key).kinds == kinds[key.to_user_string()] | {"s3"}, key
+        assert len(on_s3.get(key).kinds) <= 3, key
+
+
 def test_landing_sensor_is_on_by_default(cfg):
     sensor = build_defs(cfg).resolve_sensor_def("landing_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

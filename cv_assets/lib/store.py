@@ -217,7 +217,8 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=Config(retries={"max_attempts": 10, "mode": "legacy"}),
+        # 32 connections: the duplicate index is read 32 objects at a time (lib/raw.py).
+        config=Config(retries={"max_attempts": 10, "mode": "legacy"}, max_pool_connections=32),
     )
 
 

@@ -73,6 +73,40 @@ def run_url(ui_url: str, experiment: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
 
 
+def artifact_url(ui_url: str, experiment: str, run_id: str, path: str) -> str:
+    """The MLflow UI's page for one artifact of a run (HTML artifacts are rendered there)."""
+    return f"{run_url(ui_url, experiment, run_id)}/artifactPath/{path}"
+
+
+def log_report_run(
+    c: Any,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    files: Mapping[str, bytes],
+    artifact_location: str | None = None,
+) -> tuple[str, str]:
+    """A finished run holding a report's files as artifacts; returns (experiment id, run id).
+
+    Reports get their own experiment, so they never mix with the training runs people compare.
+    """
+    import tempfile
+    from pathlib import Path
+
+    exp = experiment_id(c, experiment, artifact_location)
+    run_id = c.create_run(exp, run_name=run_name, tags=dict(tags)).info.run_id
+    log_metrics(c, run_id, metrics)
+    with tempfile.TemporaryDirectory(prefix="cv_assets_mlflow_") as tmp:
+        for name, data in files.items():
+            path = Path(tmp, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        c.log_artifacts(run_id, tmp)
+    c.set_terminated(run_id)
+    return exp, run_id
+
+
 def model_url(ui_url: str, name: str, version: str) -> str:
     return f"{ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
 

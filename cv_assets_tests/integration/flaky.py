@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import random
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,11 +30,18 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection
 
 class FlakyProxy:
     def __init__(
-        self, upstream: str, fail_rate: float = 0.3, seed: int = 0, max_consecutive: int = 3
+        self,
+        upstream: str,
+        fail_rate: float = 0.3,
+        seed: int = 0,
+        max_consecutive: int = 3,
+        latency_s: float = 0.0,
     ) -> None:
         u = urlsplit(upstream)
         self.upstream_host, self.upstream_port = u.hostname or "127.0.0.1", u.port or 80
         self.fail_rate, self.max_consecutive = fail_rate, max_consecutive
+        # A round trip's worth of delay per request, as a remote endpoint has and loopback lacks.
+        self.latency_s = latency_s
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._streak: Counter[tuple[str, str]] = Counter()
@@ -108,6 +116,8 @@ class FlakyProxy:
 
             def _handle(self) -> None:
                 body = self._body()
+                if proxy.latency_s:
+                    time.sleep(proxy.latency_s)
                 fault = proxy._decide(self.command, self.path)
                 if fault == "error":
                     msg = (

@@ -9,11 +9,15 @@ from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.defs.monitoring.config import DriftConfig
+from cv_assets.lib import tracking
 from cv_assets.lib.drift import drift_for_batch
+from cv_assets.lib.drift_plots import drift_chart_png
+from cv_assets.lib.plots import markdown_image
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
 DRIFT_CODE_VERSION = "1"
+MONITORING_EXPERIMENT = "cv_assets_monitoring"
 
 
 @dg.asset(
@@ -49,10 +53,23 @@ def drift_report(
         max_prediction_images=config.max_prediction_images,
     )
     prefix = f"drift/{bid}/v{champ.version}"
-    html = store.put_bytes(f"{prefix}/report.html", res.html.encode())
-    report = store.put_bytes(
-        f"{prefix}/report.json", json.dumps(res.report_json, indent=1, default=str).encode()
+    files = {
+        "report.html": res.html.encode(),
+        "report.json": json.dumps(res.report_json, indent=1, default=str).encode(),
+    }
+    html = store.put_bytes(f"{prefix}/report.html", files["report.html"])
+    report = store.put_bytes(f"{prefix}/report.json", files["report.json"])
+    # The same report in MLflow, where a click from the UI opens the HTML rendered.
+    exp, run_id = tracking.log_report_run(
+        tracking.client(mlflow.tracking_uri),
+        MONITORING_EXPERIMENT,
+        f"drift {bid} vs v{champ.version}",
+        {"cv_assets/batch": bid, "cv_assets/champion_version": str(champ.version)},
+        {"drift_share": res.drift_share} | {f"p_{c}": v["p_value"] for c, v in res.columns.items()},
+        {f"drift/{k}": v for k, v in files.items()},
+        f"{mlflow.artifact_root.rstrip('/')}/monitoring" if mlflow.artifact_root else None,
     )
+    chart = drift_chart_png(res.columns, config.settings().column_threshold, res.drift_share)
     rows = [(c, v["p_value"], "DRIFT" if v["drifted"] else "") for c, v in res.columns.items()]
     record = {
         "batch_id": bid,
@@ -71,7 +88,12 @@ def drift_report(
             "champion_version": champ.version,
             "reference_rows": res.reference_rows,
             "current_rows": res.current_rows,
+            "chart": dg.MetadataValue.md(markdown_image(chart, "drift per column")),
             "columns": dg.MetadataValue.md(md_table(rows, ["column", "K-S p-value", ""])),
+            "report_html": dg.MetadataValue.url(
+                tracking.artifact_url(mlflow.ui_url, exp, run_id, "drift/report.html")
+            ),
+            "mlflow_run": dg.MetadataValue.url(tracking.run_url(mlflow.ui_url, exp, run_id)),
             "report": dg.MetadataValue.path(html.uri),
             "report_json": dg.MetadataValue.path(report.uri),
         },

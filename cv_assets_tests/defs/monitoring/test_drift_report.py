@@ -1,13 +1,17 @@
 """drift_report on a real instance: a brightness-shifted batch drifts, an ordinary one does not."""
 
+import base64
+import io
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from PIL import Image
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.automation.sensors import drift_sensor
 from cv_assets.defs.monitoring.sensors import validated_batch_sensor
+from cv_assets.lib import tracking
 from cv_assets.resources.environment import platform_resources
 from cv_assets.resources.storage import PlatformSettings
 from cv_assets.status import collect_status
@@ -36,6 +40,19 @@ def test_shifted_batch_drifts_against_the_champions_training_data(small_home, in
     html = Path(str(shifted["report"]))
     assert html.is_file() and "brightness" in html.read_text()
     assert Path(str(shifted["report_json"])).is_file()
+    # What the UI shows: the chart inline, and links to the same report in MLflow.
+    chart = str(shifted["chart"])
+    assert chart.startswith("![drift per column](data:image/png;base64,")
+    png = base64.b64decode(chart.split(",", 1)[1].rstrip(")"))
+    assert Image.open(io.BytesIO(png)).size[1] > 100
+    run_id = str(shifted["mlflow_run"]).rsplit("/", 1)[1]
+    assert str(shifted["report_html"]).endswith(f"/runs/{run_id}/artifactPath/drift/report.html")
+    client = tracking.client(cfg.mlflow_tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["cv_assets/batch"] == bright and run.info.status == "FINISHED"
+    assert run.data.metrics["drift_share"] == pytest.approx(float(shifted["drift_share"]))
+    logged = Path(client.download_artifacts(run_id, "drift/report.html"))
+    assert logged.read_bytes() == html.read_bytes()
     status = collect_status(cfg)
     drift = {d["batch_id"]: d for d in status["drift"]}
     assert drift[bright]["drifted"] is True and drift[same]["report_uri"] == str(ordinary["report"])
