@@ -143,7 +143,9 @@ def incremental_ingest() -> Result:
     )
 
 
-def sensor_tick() -> Result:
+def land_and_tick(instance, cfg: PlatformConfig, root: Path, n: int) -> list[float]:
+    """``n`` known batches in the landing zone and the partition set, then three timed ticks of
+    ``landing_sensor``, each with one new batch to find; returns the tick times."""
     import dagster as dg
 
     from cv_assets.defs.ingest.partitions import BATCHES
@@ -151,9 +153,6 @@ def sensor_tick() -> Result:
     from cv_assets.lib.landing import LandingCursor
     from cv_assets.resources.environment import platform_resources
 
-    n = 2000 if QUICK else 10_000
-    root = _fresh("sensor_tick")
-    cfg = _home(root)
     landing = Path(cfg.landing_root)
     (seed_batch,) = write_batches(root / "seed", 1, 1, seed=13, size=64)
     ids = [f"lot-{i:05d}" for i in range(n)]
@@ -161,7 +160,6 @@ def sensor_tick() -> Result:
     for bid in ids:
         shutil.copytree(seed_batch.path, landing / bid)
         (landing / bid / "batch.json").write_text(json.dumps(marker | {"batch_id": bid}))
-    instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
     instance.add_dynamic_partitions(BATCHES, ids)
     cursor = LandingCursor(watermark=time.time_ns()).dumps()
     resources = platform_resources(cfg)
@@ -176,6 +174,17 @@ def sensor_tick() -> Result:
         assert [r.partition_key for r in result.run_requests or []] == [new.batch_id]
         instance.add_dynamic_partitions(BATCHES, [new.batch_id])
         cursor = result.cursor
+    return times
+
+
+def sensor_tick() -> Result:
+    import dagster as dg
+
+    n = 2000 if QUICK else 10_000
+    root = _fresh("sensor_tick")
+    cfg = _home(root)
+    instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
+    times = land_and_tick(instance, cfg, root, n)
     instance.dispose()
     t = statistics.median(times)
     return Result(

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Result
+from benchmarks.common import Result, Skipped
 
 THREADS = 2
 
@@ -57,6 +57,7 @@ def _champion() -> dict[str, Any]:
     return {
         "home": home,
         "source": source,
+        "from_demo": source == "the demo's champion",
         "version": champ.version,
         "imgsz": champ.imgsz or 160,
         "weights": local(champ.weights_uri),
@@ -66,8 +67,10 @@ def _champion() -> dict[str, Any]:
 
 
 # Without a demo, a small real champion: the full platform path (intake, training, gate, export
-# and the accuracy proof of each file), sized to a few minutes on 2 cores.
-BENCH_TRAIN = {"epochs": 10, "imgsz": 160, "batch": 32, "min_train_images": 8}
+# and the accuracy proof of each file), sized to about a minute on 2 cores. Latency and size
+# depend on the architecture and imgsz only; such a model has no accuracy to lose, so the int8
+# accuracy benchmark waits for a demo's champion.
+BENCH_TRAIN = {"epochs": 3, "imgsz": 160, "batch": 32, "min_train_images": 8}
 
 
 def _bench_champion() -> Any:
@@ -81,7 +84,7 @@ def _bench_champion() -> Any:
     cfg = _home(_fresh("mobile_champion"))
     instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
     defs = build_defs(cfg)
-    batches = write_batches(Path(cfg.landing_root), 4, 96, seed=31, size=320)
+    batches = write_batches(Path(cfg.landing_root), 2, 64, seed=31, size=320)
     instance.add_dynamic_partitions(BATCHES, [b.batch_id for b in batches])
     intake = defs.resolve_job_def("intake_job")
     for b in batches:
@@ -237,6 +240,8 @@ def mobile_int8_size() -> Result:
 
 
 def mobile_int8_accuracy() -> Result:
+    if not _champion()["from_demo"]:
+        raise Skipped("the int8 accuracy loss is measured on `make demo`'s champion")
     return mobile_int8_size_and_accuracy()[0]
 
 
