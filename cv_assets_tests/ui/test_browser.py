@@ -28,6 +28,7 @@ from cv_assets.lib.settings import PlatformConfig
 from cv_assets_tests.conftest import _free_port
 from cv_assets_tests.defs.conftest import ingest, train
 from cv_assets_tests.test_cli import cli
+from cv_assets_tests.ui.lineage_ui import check_lineage_in_ui
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -274,28 +275,6 @@ def test_browser_shows_graph_materializes_from_ui_and_shows_model_metrics(
     # (d) `cv-assets lineage` and the UI tell the same story, read off the pages a person opens.
     out = cli("lineage", "1", "--json")
     assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
-    weights = doc["weights"]
-    page.goto(f"{base}/assets/yolo_model")
-    for key, value in (
-        ("weights_sha256", weights["sha256"]),
-        ("dataset_version", doc["dataset"]["version"]),
-        ("mlflow_run_id", weights["mlflow_run"]["run_id"]),
-    ):
-        page.get_by_placeholder("Filter metadata keys").fill(key)
-        expect(metadata_row(page, key).get_by_role("cell").last).to_have_text(value)
-    # The run the UI names for the weights is the run lineage names, and it made yolo_model.
-    expect(
-        page.locator(f'a[href*="{weights["trained_in"]["dagster_run_id"]}"]').first
-    ).to_be_visible()
-    page.goto(base + weights["trained_in"]["ui_path"])
-    expect(page.get_by_text("yolo_model", exact=True).first).to_be_visible()
-    for batch in doc["batches"]:
-        page.goto(f"{base}/assets/validated_batch?view=partitions&partition={batch['batch_id']}")
-        expect(page.get_by_text(batch["batch_id"]).first).to_be_visible()
-        for key in ("landed", "accepted", "quarantined"):
-            cell = metadata_row(page, key).get_by_role("cell").nth(1)
-            expect(cell).to_have_text(str(batch[key]))
-        run_id = batch["validated_in"]["dagster_run_id"]
-        expect(page.locator(f'a[href*="{run_id}"]').first).to_be_visible()
+    seen = check_lineage_in_ui(page, base, json.loads(out.stdout), instance)
+    assert len(seen) == 3 + 2  # dataset, weights, mobile files; the two batches
     shots(page, "lineage_batch.png")
