@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import QUICK, WORK, Result
+from cv_assets.lib.procs import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_S = 5
@@ -120,12 +121,7 @@ def session() -> dict[str, float]:
             "train_step_s": ends[0] - steps["yolo_model"],
         }
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, signal.SIGINT, grace_s=60)
         instance.dispose()
 
 

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 from benchmarks.bench_intake import _fresh, _home
 from benchmarks.common import QUICK, Result
+from cv_assets.lib.procs import stop_group
 
 # Numeric metadata in the spirit of what each asset records (counts, sizes, scores).
 META: dict[str, dict[str, float]] = {
@@ -175,18 +175,8 @@ def _serve(root: Path) -> tuple[subprocess.Popen, str]:
                 return proc, url
         except OSError:
             time.sleep(0.5)
-    _stop(proc)
+    stop_group(proc)
     raise RuntimeError(f"the webserver did not answer:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def _reads(captured: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -252,7 +242,7 @@ def graphql_asset_graph() -> Result:
         # The graph read the 10,000 partitions: its partition health counts them all.
         assert (n, n) in counts, sorted(set(counts))
     finally:
-        _stop(proc)
+        stop_group(proc)
 
     slow = sorted(medians, key=medians.__getitem__, reverse=True)
     cold = max(ops, key=lambda k: ops[k]["browser_ms"])

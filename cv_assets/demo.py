@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from cv_assets.home import REPO, prepare_home
+from cv_assets.lib.procs import stop_group
 from cv_assets.lib.settings import PlatformConfig
 
 TIMEOUT_S = int(os.environ.get("DEMO_TIMEOUT_S", "2400"))
@@ -127,13 +128,7 @@ def _start(cfg: PlatformConfig, env: dict[str, str], port: str) -> subprocess.Po
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        # dagster dev shuts down on SIGINT (its Ctrl-C path); it ignores SIGTERM.
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc, signal.SIGINT)
     print("== stopped dagster dev")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from cv_assets.lib.procs import stop_group
 from cv_assets_tests.integration.pg import PgCluster, find_bindir, start_cluster
 
 
@@ -126,20 +127,5 @@ def mlflow_server(
             time.sleep(0.5)
         yield MlflowServer(url, db, proc)
     finally:
-        _stop_group(proc)
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    import signal
-
-    # A throwaway server: a short grace period, then no waiting for idle keep-alive connections.
-    for sig, wait in ((signal.SIGTERM, 2), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        # A throwaway server: a short grace period, not waiting for idle keep-alive connections.
+        stop_group(proc, grace_s=2)

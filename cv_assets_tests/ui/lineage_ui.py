@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 
 from cv_assets.home import REPO
+from cv_assets.lib.procs import stop_group
 from cv_assets_tests.conftest import _free_port
 
 WORKSPACE = ("-w", str(REPO / "workspace.yaml"))
@@ -136,8 +137,7 @@ def main(argv: list[str]) -> int:
             browser.close()
     finally:
         instance.dispose()
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
+        stop_group(server)
     return 0
 
 

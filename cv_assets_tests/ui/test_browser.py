@@ -24,6 +24,7 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from cv_assets.home import REPO
+from cv_assets.lib.procs import stop_group
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets_tests.conftest import _free_port
 from cv_assets_tests.defs.conftest import ingest, train
@@ -82,15 +83,7 @@ class DagsterDev:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        # dagster dev's Ctrl-C path shuts the webserver, the daemon and the code server down.
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        stop_group(self.proc, signal.SIGINT, grace_s=60)
 
 
 def first_ticks_done(instance: dg.DagsterInstance, names: tuple[str, ...]) -> bool:
