@@ -9,9 +9,19 @@ from cv_assets.lib.procs import stop_group
 pytestmark = pytest.mark.unit
 
 
+def _clean_signals() -> None:
+    # A child inherits ignored and blocked signals: inside a long pytest session SIGTERM may be
+    # either in this process. A server started from a shell has the defaults; so does this one.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def _group(script: str) -> subprocess.Popen:
     # A parent with a child, as dagster dev has: the child must go too.
-    return subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    return subprocess.Popen(
+        ["bash", "-c", script], start_new_session=True, preexec_fn=_clean_signals
+    )
 
 
 def _gone(pgid: int, within_s: float = 3.0) -> bool:
