@@ -33,9 +33,13 @@ def _materialization_ms(instance: dg.DagsterInstance, asset: str, run_id: str) -
     return int(rec.timestamp * 1000)
 
 
+def metadata_row(page, key: str):
+    """The row of an asset page's metadata table whose key is ``key``."""
+    return page.get_by_role("row").filter(has=page.get_by_text(key, exact=True))
+
+
 def _cell(page, key: str):
-    row = page.get_by_role("row").filter(has=page.get_by_text(key, exact=True))
-    return row.get_by_role("cell").nth(1)
+    return metadata_row(page, key).get_by_role("cell").nth(1)
 
 
 def check_lineage_in_ui(page, base: str, doc: dict[str, Any], instance) -> list[str]:

@@ -29,7 +29,7 @@ from cv_assets.lib.settings import PlatformConfig
 from cv_assets_tests.conftest import _free_port
 from cv_assets_tests.defs.conftest import ingest, train
 from cv_assets_tests.test_cli import cli
-from cv_assets_tests.ui.lineage_ui import check_lineage_in_ui
+from cv_assets_tests.ui.lineage_ui import check_lineage_in_ui, metadata_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,11 +107,6 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
     mat = ev.asset_materialization if ev else None
     assert mat is not None, f"{asset} was never materialized"
     return {k: v.value for k, v in mat.metadata.items()}
-
-
-def metadata_row(page, key: str):
-    """The row of the asset page's metadata table whose key is ``key``."""
-    return page.get_by_role("row").filter(has=page.get_by_text(key, exact=True))
 
 
 def as_js_number(x: float) -> str:

@@ -41,6 +41,7 @@ def drift_report(
     champ = champion_with_onnx(
         mlflow, store, "drift is measured against the champion's training data"
     )
+    settings = config.settings()
     res = drift_for_batch(
         store,
         champion_key=champ.weights_sha256[:16],
@@ -49,7 +50,7 @@ def drift_report(
         features_uri=batch_features["features"]["uri"],
         samples_uri=validated_batch["samples"]["uri"],
         classes=champ.class_names,
-        settings=config.settings(),
+        settings=settings,
         max_prediction_images=config.max_prediction_images,
     )
     prefix = f"drift/{bid}/v{champ.version}"
@@ -69,7 +70,7 @@ def drift_report(
         {f"drift/{k}": v for k, v in files.items()},
         f"{mlflow.artifact_root.rstrip('/')}/monitoring" if mlflow.artifact_root else None,
     )
-    chart = drift_chart_png(res.columns, config.settings().column_threshold, res.drift_share)
+    chart = drift_chart_png(res.columns, settings.column_threshold, res.drift_share)
     rows = [(c, v["p_value"], "DRIFT" if v["drifted"] else "") for c, v in res.columns.items()]
     record = {
         "batch_id": bid,
