@@ -64,11 +64,13 @@ def _doctor(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     import getpass
 
+    from cv_assets.defs.training.champion import report_champion_decision
     from cv_assets.lib.registry import RegistryError
     from cv_assets.lib.settings import PlatformConfig
-    from cv_assets.status import registry_for
+    from cv_assets.status import open_instance, registry_for
 
-    reg = registry_for(PlatformConfig.from_env())
+    cfg = PlatformConfig.from_env()
+    reg = registry_for(cfg)
     who = args.who or getpass.getuser()
     try:
         if args.command == "promote":
@@ -81,6 +83,13 @@ def _promote(args: argparse.Namespace) -> int:
     except RegistryError as err:
         print(f"cv-assets {args.command}: {err}", file=sys.stderr)
         return 2
+    # The decision becomes champion_model's newest materialization: the UI's history and lineage
+    # show it, and the monitoring assets measure this champion from their next run on.
+    instance = open_instance(cfg)
+    try:
+        report_champion_decision(instance, reg.store, reg, e, cfg.mlflow_ui_url)
+    finally:
+        instance.dispose()
     print(f"{e['action']}: champion is now v{e['version']} (was v{e['previous']}), by {e['who']}")
     return 0
 

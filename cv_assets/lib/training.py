@@ -343,6 +343,7 @@ def evaluate_challenger(
     refs = {k: store.put_bytes(f"{prefix}/{k}.png", png) for k, png in plots.items()}
     record = {
         "key": challenger["key"],
+        "weights_sha256": w["sha256"],
         "dataset_version": dataset["version"],
         "test_images": len(images),
         "challenger": summary,

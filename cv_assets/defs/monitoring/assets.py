@@ -35,11 +35,11 @@ def drift_report(
     champion_model: dict[str, Any],
     artifacts: ArtifactStoreResource,
     mlflow: MlflowResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.MaterializeResult:
     """Evidently drift report of batch b's features and champion confidences vs training data."""
     store, bid = artifacts.store, context.partition_key
     champ = champion_with_onnx(
-        mlflow, store, "drift is measured against the champion's training data"
+        champion_model, "drift is measured against the champion's training data"
     )
     settings = config.settings()
     res = drift_for_batch(
@@ -80,8 +80,8 @@ def drift_report(
         **res.summary(),
     }
     context.log.info(f"{bid}: drift share {res.drift_share:.2f} drifted={res.drifted}")
-    return dg.Output(
-        record,
+    return dg.MaterializeResult(
+        value=record,
         metadata={
             "drift_share": res.drift_share,
             "drifted": res.drifted,

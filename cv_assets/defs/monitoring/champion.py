@@ -1,19 +1,28 @@
-"""What every monitoring asset starts from: the champion, with the ONNX file it is measured by."""
+"""What every monitoring asset starts from: the champion it takes as input, with its ONNX file.
+
+The champion comes from the ``champion_model`` input (its latest materialization, which a CLI
+promotion or rollback also writes), never from the registry alias at run time: what the UI's
+lineage shows is what was measured.
+"""
+
+from dataclasses import fields
+from typing import Any
 
 import dagster as dg
 
 from cv_assets.lib.registry import ModelVersion
-from cv_assets.lib.store import ArtifactStore
-from cv_assets.resources.storage import MlflowResource
+
+_FIELDS = {f.name for f in fields(ModelVersion)}
 
 
-def champion_with_onnx(mlflow: MlflowResource, store: ArtifactStore, what: str) -> ModelVersion:
-    """The champion, or a clear failure that says ``what`` needs it and what to run first."""
-    champ = mlflow.registry(store).champion()
-    if champ is None or not champ.mobile.get("onnx_uri"):
+def champion_with_onnx(champion_model: dict[str, Any], what: str) -> ModelVersion:
+    """The input's champion, or a clear failure that says ``what`` needs it and what to run."""
+    if not champion_model.get("version") or not (champion_model.get("mobile") or {}).get(
+        "onnx_uri"
+    ):
         raise dg.Failure(
             description=f"no champion with mobile files yet: {what} through the champion's ONNX "
-            "file (run training_job first)",
+            "file (run training_job first, or approve a pending model with `cv-assets promote`)",
             allow_retries=False,
         )
-    return champ
+    return ModelVersion(**{k: v for k, v in champion_model.items() if k in _FIELDS})

@@ -11,7 +11,7 @@ from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.lib.performance import EVAL_CONF, EVAL_IOU, batch_performance
 from cv_assets.lib.report import md_table
-from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+from cv_assets.resources.storage import ArtifactStoreResource
 
 
 class PerformanceConfig(dg.Config):
@@ -43,11 +43,10 @@ def champion_performance(
     validated_batch: dict[str, Any],
     champion_model: dict[str, Any],
     artifacts: ArtifactStoreResource,
-    mlflow: MlflowResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.MaterializeResult:
     """The champion's mAP on batch b's labelled images, judged against its test mAP50."""
     store, bid = artifacts.store, context.partition_key
-    champ = champion_with_onnx(mlflow, store, "live accuracy is measured")
+    champ = champion_with_onnx(champion_model, "live accuracy is measured")
     perf = batch_performance(
         store,
         batch_id=bid,
@@ -68,8 +67,8 @@ def champion_performance(
     rows = [(c["class"], c["instances"], c["ap50"], c["ap50_95"]) for c in record["per_class"]]
     (context.log.warning if perf.degraded else context.log.info)(f"{bid}: {perf.reason}")
     nan = float("nan")  # a missing test mAP50 is plotted as a gap, never as a fake 0
-    return dg.Output(
-        record | {"report_uri": ref.uri},
+    return dg.MaterializeResult(
+        value=record | {"report_uri": ref.uri},
         metadata={
             **{k: s[k] for k in ("map50", "map50_95", "precision", "recall", "images")},
             "champion_test_map50": nan if champ.map50 is None else champ.map50,

@@ -11,7 +11,7 @@ from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.lib.plots import markdown_image
 from cv_assets.lib.report import md_table
 from cv_assets.lib.review import ReviewSettings, review_batch, thumbnail_png
-from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+from cv_assets.resources.storage import ArtifactStoreResource
 
 REVIEW_CODE_VERSION = "1"
 _DEFAULTS = ReviewSettings()
@@ -48,11 +48,10 @@ def review_queue(
     validated_batch: dict[str, Any],
     champion_model: dict[str, Any],
     artifacts: ArtifactStoreResource,
-    mlflow: MlflowResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.MaterializeResult:
     """Labels of batch b that the champion contradicts most, ranked, with a crop of each."""
     store, bid = artifacts.store, context.partition_key
-    champ = champion_with_onnx(mlflow, store, "the queue is the champion's view of the labels")
+    champ = champion_with_onnx(champion_model, "the queue is the champion's view of the labels")
     q = review_batch(
         store,
         samples_uri=validated_batch["samples"]["uri"],
@@ -82,8 +81,8 @@ def review_queue(
         "table": table.as_dict(),
         "crops_prefix": store.uri(f"{prefix}/crops"),
     }
-    return dg.Output(
-        record,
+    return dg.MaterializeResult(
+        value=record,
         metadata={
             **q.counts,
             "items": len(q.table),

@@ -1,6 +1,5 @@
 """Training assets: the challenger's weights, its evaluation against the champion, the champion."""
 
-import getpass
 import json
 from pathlib import Path
 from typing import Any
@@ -9,12 +8,18 @@ import dagster as dg
 
 from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
+from cv_assets.defs.training.champion import (
+    champion_data_version,
+    champion_metadata,
+    champion_record,
+)
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig
 from cv_assets.lib import tracking
 from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
 from cv_assets.lib.mobile import parity_digest
 from cv_assets.lib.plots import markdown_image
+from cv_assets.lib.promotion import promotion_refusal
 from cv_assets.lib.registry import URI_TAGS
 from cv_assets.lib.report import md_table
 from cv_assets.lib.training import (
@@ -72,7 +77,7 @@ def yolo_model(
     training_dataset: dict[str, Any],
     artifacts: ArtifactStoreResource,
     mlflow: MlflowResource,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.MaterializeResult:
     """YOLO weights trained offline from a model YAML on one dataset version, tracked in MLflow."""
     store = artifacts.store
     try:
@@ -95,8 +100,8 @@ def yolo_model(
             raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
     link = tracking.run_url(mlflow.ui_url, tracking.experiment_id(client), rec["mlflow_run_id"])
     context.log.info(f"weights {rec['weights']['sha256'][:12]} reused={rec['reused']}")
-    return dg.Output(
-        rec,
+    return dg.MaterializeResult(
+        value=rec,
         data_version=dg.DataVersion(rec["weights"]["sha256"]),
         metadata={
             "weights": dg.MetadataValue.path(rec["weights"]["uri"]),
@@ -200,7 +205,8 @@ def model_evaluation(
         shadow_gate=config.shadow_gate,
     )
     summary, champ_summary, decision, plots = out.summary, out.champion, out.decision, out.plots
-    record = out.record
+    # The run that judged is named in the record, so a refusal in champion_model can cite it.
+    record = out.record | {"dagster_run_id": context.run.run_id}
     run_id = yolo_model["mlflow_run_id"]
     tracking.log_metrics(client, run_id, {f"test_{k}": v for k, v in summary.items()})
     with scratch_dir("plots") as tmp:
@@ -212,8 +218,8 @@ def model_evaluation(
         for k in summary
         if k != "n_images"
     ]
-    yield dg.Output(
-        record,
+    yield dg.MaterializeResult(
+        value=record,
         metadata={
             "map50": summary["map50"],
             "map50_95": summary["map50_95"],
@@ -236,7 +242,7 @@ def model_evaluation(
     group_name="training",
     kinds={"mlflow"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
     retry_policy=RETRY,
     automation_condition=downstream_condition(),
 )
@@ -247,8 +253,11 @@ def champion_model(
     mobile_model: dict[str, Any],
     artifacts: ArtifactStoreResource,
     mlflow: MlflowResource,
-) -> dg.Output[dict[str, Any]]:
-    """The registered model version; the `champion` alias moves only when the gate blessed it."""
+) -> dg.MaterializeResult:
+    """The current champion: a gate-blessed challenger is registered and the alias moves to it."""
+    # The gate's verdicts are re-read here, so no way of starting this step can bypass them.
+    if refusal := promotion_refusal(model_evaluation, yolo_model, mobile_model):
+        raise dg.Failure(description=refusal, allow_retries=False)
     reg = mlflow.registry(artifacts.store)
     ev, files = model_evaluation["challenger"], mobile_model["files"]
     mobile = {tag: files[fmt]["uri"] if fmt in files else "" for fmt, tag in URI_TAGS.items()} | {
@@ -271,33 +280,21 @@ def champion_model(
     reg.set_tags(mv.version, mobile)  # a re-registered version gets its newest mobile files
     champ = reg.champion()
     why = "; ".join(model_evaluation["gate"]["reasons"])
+    pending = None
     if champ and champ.version == mv.version:
         reg.publish_champion()
         action = "unchanged: already the champion"
     elif mlflow.require_approval:
         reg.hold_for_approval(mv.version, "gate", why)
+        pending = mv.version
         action = f"pending_approval: run `cv-assets promote {mv.version}` to promote it"
     else:
-        reg.promote(mv.version, f"gate (run {context.run_id[:8]})", why)
+        reg.promote(mv.version, f"gate (run {context.run.run_id[:8]})", why)
         action = f"promoted: v{mv.version} is the champion"
     context.log.info(action)
-    now = reg.get(mv.version)
-    hist = reg.history()[-10:]
-    rows = [(h["at"], h["action"], h["version"], h["previous"] or "-", h["who"]) for h in hist]
-    return dg.Output(
-        now.as_dict() | {"action": action},
-        metadata={
-            "version": now.version,
-            "status": now.status,
-            "action": action,
-            "map50": now.map50 or 0.0,
-            "map50_95": now.map50_95 or 0.0,
-            "registry": dg.MetadataValue.url(
-                tracking.model_url(mlflow.ui_url, mlflow.model_name, now.version)
-            ),
-            "history": dg.MetadataValue.md(
-                md_table(rows, ["at", "action", "version", "from", "who"])
-            ),
-            "requested_by": getpass.getuser(),
-        },
+    record = champion_record(reg, action, pending)
+    return dg.MaterializeResult(
+        value=record,
+        data_version=dg.DataVersion(champion_data_version(record)),
+        metadata=champion_metadata(reg, record, mlflow.ui_url, f"gate (run {context.run.run_id})"),
     )

@@ -14,14 +14,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.home import REPO
-from cv_assets.status import latest_by_partition
+from cv_assets.status import latest_by_partition, registry_for
 from cv_assets_tests.conftest import land
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -157,6 +159,35 @@ def test_volume_debounce_restart_and_freshness_under_the_real_daemon(cfg, tmp_pa
         assert Counter(r.tags["dagster/partition"] for r in intakes) == dict.fromkeys(
             [*first, late.batch_id], 1
         )
+        _gate_holds_under_automation(cfg, instance, daemon)
     finally:
         daemon.kill(signal.SIGINT)
         instance.dispose()
+
+
+def _gate_holds_under_automation(cfg, instance, daemon: Daemon) -> None:
+    """model_evaluation re-run alone, with a gate it fails: the eager condition downstream must
+    not launch mobile_model or champion_model (it did, and promoted the rejected model, before
+    the condition waited for upstream blocking checks)."""
+    champ = registry_for(cfg).champion()
+    assert champ is not None
+    since = datetime.now(UTC)
+    rejected = (
+        build_defs(cfg)
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("model_evaluation")],
+            run_config={"ops": {"model_evaluation": {"config": {"min_map50": 1.01}}}},
+            raise_on_error=False,
+        )
+    )
+    (check,) = rejected.get_asset_check_evaluations()
+    assert not check.passed
+    time.sleep(20)  # ten automation ticks at CV_ASSETS_SENSOR_INTERVAL=2
+    later = instance.get_runs(dg.RunsFilter(created_after=since))
+    launched = [r for r in later if r.run_id != rejected.run_id]
+    assert not launched, [(r.run_id, r.asset_selection) for r in launched]
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.tail()  # it was ticking
+    after = registry_for(cfg).champion()
+    assert after is not None and after.version == champ.version

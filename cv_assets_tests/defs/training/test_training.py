@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
+from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.lib import tracking
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import sha256_file
@@ -135,6 +136,21 @@ def test_manual_approval_holds_the_model_until_promote_and_rollback_goes_back(sm
         "rollback",
     ]
     assert hist[1]["who"] == "ana" and hist[1]["why"] == "looked at the plots"
+    # Each decision is champion_model's newest materialization (runless: no run made it), so the
+    # UI's history shows it and monitoring measures the champion a person chose.
+    recs = instance.fetch_materializations(dg.AssetKey("champion_model"), limit=10).records
+    newest = recs[0]
+    assert newest.run_id == "" and newest.asset_materialization is not None
+    meta = {k: v.value for k, v in newest.asset_materialization.metadata.items()}
+    assert meta["version"] == "1" and str(meta["action"]).startswith("rollback: v1 (was v2)")
+    assert meta["decided_by"] == hist[-1]["who"] and "field reports" in str(meta["action"])
+    kinds = [r.run_id == "" for r in reversed(recs)]  # pending (run), approve, pending, approve, rb
+    assert kinds == [False, True, False, True, True]
+    batch = sorted(instance.get_dynamic_partitions(BATCHES))[0]
+    job = defs.resolve_job_def("batch_monitoring_job")
+    measured = job.execute_in_process(partition_key=batch, instance=instance, run_config=QUIET)
+    for asset in ("drift_report", "champion_performance", "review_queue"):
+        assert materialized(measured, asset)["champion_version"] == "1"  # type: ignore[index]
 
 
 def test_hpo_sweep_trains_child_runs_and_gates_the_best(small_home, instance):
