@@ -206,7 +206,7 @@ def model_evaluation(
     )
     summary, champ_summary, decision, plots = out.summary, out.champion, out.decision, out.plots
     # The run that judged is named in the record, so a refusal in champion_model can cite it.
-    record = out.record | {"dagster_run_id": context.run.run_id}
+    record: dict[str, Any] = {**out.record, "dagster_run_id": context.run.run_id}
     run_id = yolo_model["mlflow_run_id"]
     tracking.log_metrics(client, run_id, {f"test_{k}": v for k, v in summary.items()})
     with scratch_dir("plots") as tmp:
