@@ -96,14 +96,14 @@ def _score(store: ArtifactStore, batch_id: str, label: str, n: int, **kw):
 def test_a_detector_that_finds_every_object_scores_one_and_is_not_degraded(store):
     perf = _score(store, "new", "1 0.5 0.5 0.5 0.5\n", 24)
     m = perf.metrics
-    # 0.995 is a perfect detector's AP under the 101-point trapezoid rule (as Ultralytics reports).
-    assert m.map50 == pytest.approx(0.995) and m.map50_95 > 0.99
+    # COCO's 101-point rule gives a perfect detector 1.0 (Ultralytics' trapezoid reports 0.995).
+    assert m.map50 == pytest.approx(1.0) and m.map50_95 > 0.99
     assert (m.n_images, m.n_instances) == (24, [0, 24, 0])
     assert m.precision == pytest.approx(1.0) and m.recall == pytest.approx(1.0)
     assert not perf.in_training_data and not perf.degraded
-    assert perf.drop == pytest.approx(0.9 - 0.995)
+    assert perf.drop == pytest.approx(0.9 - 1.0)
     circle = perf.per_class()[1]
-    assert circle["class"] == "circle" and circle["instances"] == 24 and circle["ap50"] == 0.995
+    assert circle["class"] == "circle" and circle["instances"] == 24 and circle["ap50"] == 1.0
 
 
 def test_a_detector_that_names_the_wrong_class_scores_zero_and_is_degraded(store):
