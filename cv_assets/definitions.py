@@ -4,7 +4,15 @@ import warnings
 
 import dagster as dg
 
-from cv_assets.defs.automation import definitions as automation
+with warnings.catch_warnings():
+    # Beta, and used on purpose: ``use_user_code_server=True`` on the automation sensor lets the
+    # volume and cooldown conditions (Python that reads the instance) run on the code server.
+    # Silenced only while the sensor is built, and only this parameter's warning.
+    warnings.filterwarnings(
+        "ignore", message="Parameter `use_user_code_server`", category=dg.BetaWarning
+    )
+    from cv_assets.defs.automation import definitions as automation
+
 from cv_assets.defs.dataset import definitions as dataset
 from cv_assets.defs.ingest import definitions as ingest
 from cv_assets.defs.mobile import definitions as mobile
@@ -12,9 +20,6 @@ from cv_assets.defs.monitoring import definitions as monitoring
 from cv_assets.defs.training import definitions as training
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.environment import platform_resources
-
-# Output(data_version=...) is marked beta; it is what makes staleness in the UI truthful.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
@@ -30,7 +35,15 @@ def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
         # imports torch for every step costs more than any parallelism between steps could win.
         dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),
     )
-    return with_storage_kinds(automation.with_retraining_policy(merged, cfg), cfg)
+    with warnings.catch_warnings():
+        # Preview, and used on purpose: map_resolved_asset_specs applies the settings-dependent
+        # retraining condition, freshness policy and kind badges to the assembled specs.
+        warnings.filterwarnings(
+            "ignore",
+            message="Function `Definitions.map_resolved_asset_specs`",
+            category=dg.PreviewWarning,
+        )
+        return with_storage_kinds(automation.with_retraining_policy(merged, cfg), cfg)
 
 
 def with_storage_kinds(defs: dg.Definitions, cfg: PlatformConfig) -> dg.Definitions:

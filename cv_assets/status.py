@@ -173,6 +173,32 @@ def trainings_section(instance: dg.DagsterInstance, limit: int = 20) -> list[dic
     ]
 
 
+def evaluations_section(instance: dg.DagsterInstance, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest gate decisions: challenger vs champion on the test split, with the interval
+    of their difference (a gain inside the interval's noise is no gain)."""
+    keys = (
+        "map50",
+        "map50_95",
+        "ap_small",
+        "ap_medium",
+        "ap_large",
+        "test_images",
+        "champion_version",
+        "gate_passed",
+        "delta_map50_95",
+        "delta_ci_low",
+        "delta_ci_high",
+    )
+    recs = instance.fetch_materializations(dg.AssetKey("model_evaluation"), limit=limit).records
+    out = []
+    for r in reversed(recs):
+        if r.asset_materialization is None:
+            continue
+        m = {k: v.value for k, v in r.asset_materialization.metadata.items()}
+        out.append({"run_id": r.run_id} | {k: m.get(k) for k in keys})
+    return out
+
+
 def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
     cfg = cfg or PlatformConfig.from_env()
     instance = open_instance(cfg)
@@ -198,6 +224,7 @@ def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
                 for v in reg.versions()
             ],
             "champion": champion_section(reg),
+            "evaluations": evaluations_section(instance),
             "promotions": reg.history()[-20:],
             "drift": drift_section(instance),
             "performance": performance_section(instance),
@@ -251,6 +278,18 @@ def render_status(s: dict[str, Any]) -> str:
                 + (" [app]" if fmt == c["app_format"] else "")
                 + f" {uri}"
             )
+    for e in s["evaluations"][-3:]:
+        ci = (
+            f", vs v{e['champion_version']}: {e['delta_map50_95']:+.3f} "
+            f"[{e['delta_ci_low']:+.3f}, {e['delta_ci_high']:+.3f}]"
+            if e.get("delta_ci_low") is not None
+            else ""
+        )
+        verdict = "blessed" if e["gate_passed"] else "rejected"
+        lines.append(
+            f"  evaluation {e['run_id'][:8]}: mAP50-95 {e['map50_95']} on {e['test_images']} "
+            f"test images{ci} {verdict}"
+        )
     for d in s["drift"][-10:]:
         flag = "DRIFTED" if d["drifted"] else "ok"
         lines.append(f"  drift {d['batch_id']}: share {d['drift_share']} {flag} {d['report_uri']}")

@@ -88,3 +88,45 @@ def test_training_recipe_from_the_environment_is_checked_at_load():
     show = "from cv_assets.defs.training.config import TrainConfig as T; print(T().epochs)"
     ok = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epochs": 7})}, show)
     assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1] == "7"
+
+
+def test_a_password_in_the_tracking_uri_is_shown_as_its_variable_and_resolves_at_run_time(
+    cfg, instance, monkeypatch
+):
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster_shared.serdes import serialize_value
+
+    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+
+    secret = "pa55-w0rd-7f3a"
+    uri = f"postgresql://mlflow:{secret}@127.0.0.1:5432/mlflow"
+    endpoint = f"http://minio:{secret}@127.0.0.1:9000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("CV_ASSETS_S3_ENDPOINT_URL", endpoint)
+    defs = build_defs(PlatformConfig.from_env())
+    # What the UI's Resources page is drawn from: the repository snapshot the code server serves.
+    snap = RepositorySnap.from_def(defs.get_repository_def())
+    shown = {r.name: r.configured_values for r in snap.resources or []}
+    assert secret not in serialize_value(snap)
+    assert getattr(shown["mlflow"]["tracking_uri"], "name", None) == "MLFLOW_TRACKING_URI"
+    assert getattr(shown["artifacts"]["s3_endpoint_url"], "name", None) == (
+        "CV_ASSETS_S3_ENDPOINT_URL"
+    )
+    # In a run, the resources hold the real values.
+    seen: dict[str, str | None] = {}
+
+    @dg.asset
+    def probe(mlflow: MlflowResource, artifacts: ArtifactStoreResource) -> None:
+        seen.update(tracking_uri=mlflow.tracking_uri, endpoint=artifacts.s3_endpoint_url)
+
+    built = defs.resources or {}
+    resources = {k: built[k] for k in ("mlflow", "artifacts", "io_manager")}
+    assert dg.materialize([probe], resources=resources, instance=instance).success
+    assert seen == {"tracking_uri": uri, "endpoint": endpoint}
+
+
+def test_the_embedded_default_tracking_uri_stays_a_literal_sqlite_path(cfg):
+    mlflow = (build_defs(cfg).resources or {})["mlflow"]
+    assert mlflow.tracking_uri == cfg.mlflow_tracking_uri
+    assert mlflow.tracking_uri.startswith("sqlite:///")

@@ -17,7 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from cv_assets.lib.bootstrap import paired_bootstrap
 from cv_assets.lib.dataset import SPLITS, data_yaml
+from cv_assets.lib.gate import GateDecision, GateSettings, gate, shadow_verdict
 from cv_assets.lib.metrics import DetectionMetrics, evaluate_detections, read_yolo_truth
 from cv_assets.lib.store import ArtifactStore
 from cv_assets.lib.yolo import TrainParams, predict_yolo, verified_weights
@@ -82,66 +84,27 @@ def evaluate_weights(
     n_classes: int,
     device: str = "auto",
 ) -> Evaluated:
-    """Score weights on a set of images with the platform's own metric code."""
+    """Score weights on a set of images with the platform's own metric code (COCO's, with AP
+    by object size measured in the model's input pixels)."""
     preds = predict_yolo(verified_weights(weights, sha256), images, imgsz, device=device)
     truths = [read_yolo_truth(Path(p).read_text()) for p in labels]
-    return Evaluated(evaluate_detections(preds, truths, n_classes), preds, truths, list(images))
+    sizes = input_sizes(images, imgsz)
+    metrics = evaluate_detections(preds, truths, n_classes, image_sizes=sizes)
+    return Evaluated(metrics, preds, truths, list(images))
 
 
-@dataclass
-class GateDecision:
-    passed: bool
-    reasons: list[str]
+def input_sizes(images: Sequence[str], imgsz: int) -> list[tuple[float, float]]:
+    """Each image's width and height in the model's input pixels: prediction letterboxes the long
+    side to ``imgsz``, so that is where "small" (< 32 px squared) is small for the model."""
+    from PIL import Image
 
-
-def gate(
-    challenger: DetectionMetrics,
-    champion: DetectionMetrics | None,
-    min_map50: float,
-    epsilon: float,
-) -> GateDecision:
-    """TFX-style blessing: an absolute floor, then no regression against the champion."""
-    reasons, passed = [], True
-    if challenger.map50 >= min_map50:
-        reasons.append(f"mAP50 {challenger.map50:.3f} >= floor {min_map50:.3f}")
-    else:
-        passed = False
-        reasons.append(f"mAP50 {challenger.map50:.3f} is below the floor {min_map50:.3f}")
-    if champion is None:
-        reasons.append("no champion yet: the floor is the only criterion")
-    elif challenger.map50_95 >= champion.map50_95 - epsilon:
-        reasons.append(
-            f"mAP50-95 {challenger.map50_95:.3f} >= champion {champion.map50_95:.3f} - "
-            f"epsilon {epsilon:g}"
-        )
-    else:
-        passed = False
-        reasons.append(
-            f"mAP50-95 {challenger.map50_95:.3f} is below champion {champion.map50_95:.3f} - "
-            f"epsilon {epsilon:g}: the champion stays"
-        )
-    return GateDecision(passed, reasons)
-
-
-def shadow_verdict(
-    decision: GateDecision,
-    shadow: dict[str, Any] | None,
-    epsilon: float,
-    as_gate: bool,
-) -> GateDecision:
-    """The decision with the shadow scores (newest batches) beside it, or inside it if
-    ``as_gate``: then the challenger must not fall behind the champion there either."""
-    if not shadow or not shadow.get("champion"):
-        note = ["shadow: no champion to compare on the newest batches"] if shadow else []
-        return GateDecision(decision.passed, [*decision.reasons, *note])
-    ch, cp = shadow["challenger"]["map50_95"], shadow["champion"]["map50_95"]
-    where = f"shadow ({shadow['images']} held-out images of {', '.join(shadow['batches'])})"
-    if not as_gate:
-        note = f"{where}: mAP50-95 {ch:.3f} vs champion {cp:.3f}, not a criterion"
-        return GateDecision(decision.passed, [*decision.reasons, note])
-    ok = ch >= cp - epsilon
-    note = f"{where}: mAP50-95 {ch:.3f} {'>=' if ok else 'is below'} champion {cp:.3f} - "
-    return GateDecision(decision.passed and ok, [*decision.reasons, f"{note}epsilon {epsilon:g}"])
+    out = []
+    for p in images:
+        with Image.open(p) as im:  # the header only: no decode
+            w, h = im.size
+        r = imgsz / max(w, h)
+        out.append((w * r, h * r))
+    return out
 
 
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
@@ -300,11 +263,9 @@ def evaluate_challenger(
     dataset: dict[str, Any],
     challenger: dict[str, Any],
     champion: tuple[str, str, str, int | None] | None,
-    min_map50: float,
-    epsilon: float,
+    settings: GateSettings,
     device: str = "auto",
     shadow_batches: Sequence[str] = (),
-    shadow_gate: bool = False,
 ) -> ChallengerEvaluation:
     """Challenger and champion (version, weights URI, sha256, imgsz) on the same test split, and
     in shadow on the held-out images of the newest batches.
@@ -335,8 +296,28 @@ def evaluate_challenger(
                 "challenger": s_ch.metrics.summary(classes),
                 "champion": s_cp.metrics.summary(classes) if s_cp else None,
             }
-    decision = gate(ev.metrics, champ_ev.metrics if champ_ev else None, min_map50, epsilon)
-    decision = shadow_verdict(decision, shadow, epsilon, shadow_gate)
+    interval = None
+    if champ_ev is not None and settings.bootstrap_resamples > 0:
+        # Both models on the same resamples of the test images: the difference's own noise.
+        interval = paired_bootstrap(
+            ev.predictions,
+            champ_ev.predictions,
+            ev.truths,
+            len(classes),
+            n_resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+        )
+    decision = gate(
+        ev.metrics,
+        champ_ev.metrics if champ_ev else None,
+        settings.min_map50,
+        settings.epsilon,
+        interval=interval,
+        require_interval=settings.require_interval,
+        class_epsilon=settings.class_epsilon,
+        classes=classes,
+    )
+    decision = shadow_verdict(decision, shadow, settings.epsilon, settings.shadow_gate)
     summary = ev.metrics.summary(classes)
     champ_summary = champ_ev.metrics.summary(classes) if champ_ev else None
     prefix = f"evaluations/{challenger['key']}"
@@ -350,7 +331,12 @@ def evaluate_challenger(
         "champion": {"version": champion[0]} | champ_summary
         if champion and champ_summary
         else None,
-        "gate": {"passed": decision.passed, "reasons": decision.reasons},
+        "gate": {
+            "passed": decision.passed,
+            "reasons": decision.reasons,
+            "interval": decision.interval,
+            "class_changes": decision.class_changes,
+        },
         "shadow": shadow,
         "plots": {k: r.uri for k, r in refs.items()},
     }

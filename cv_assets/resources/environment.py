@@ -2,10 +2,20 @@
 
 ``PlatformConfig.from_env`` decides local vs ``s3://``/Postgres from the environment; this module
 turns that decision into Dagster resources. Nothing else reads these environment variables.
+
+A value that can carry a credential (an MLflow tracking URI such as
+``postgresql://user:password@host/db`` or ``https://user:token@host``, an S3 endpoint URL) reaches
+its resource as ``dg.EnvVar(NAME)`` whenever it came from the environment: Dagster resolves it when
+the resource is initialised in a run or a tick, and the UI's Resources page shows only the
+variable's name. The embedded default (a SQLite path under ``CV_ASSETS_HOME``, no endpoint) holds
+no secret and stays a literal.
 """
 
 import json
-from typing import Any
+import os
+from typing import Any, overload
+
+import dagster as dg
 
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.io_manager import JsonRecordIOManager
@@ -16,13 +26,31 @@ from cv_assets.resources.storage import (
     PlatformSettings,
 )
 
+# Where ``PlatformConfig.from_env`` reads the values that may hold a credential.
+TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
+S3_ENDPOINT_VAR = "CV_ASSETS_S3_ENDPOINT_URL"
+
+
+@overload
+def secret_from_env(var: str, value: str) -> str: ...
+@overload
+def secret_from_env(var: str, value: None) -> None: ...
+def secret_from_env(var: str, value: str | None) -> str | None:
+    """``dg.EnvVar(var)`` when ``value`` is what the environment holds under ``var`` (so it
+    resolves to the same value at run time), else ``value`` itself: a default, or a value a
+    caller set in code (a test's config), which the environment could not reproduce."""
+    if value is not None and os.environ.get(var) == value:
+        return dg.EnvVar(var)
+    return value
+
 
 def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
     cfg = cfg or PlatformConfig.from_env()
-    artifacts = ArtifactStoreResource(root=cfg.artifacts_root, s3_endpoint_url=cfg.s3_endpoint_url)
+    endpoint = secret_from_env(S3_ENDPOINT_VAR, cfg.s3_endpoint_url)
+    artifacts = ArtifactStoreResource(root=cfg.artifacts_root, s3_endpoint_url=endpoint)
     return {
         "artifacts": artifacts,
-        "landing": LandingZoneResource(root=cfg.landing_root, s3_endpoint_url=cfg.s3_endpoint_url),
+        "landing": LandingZoneResource(root=cfg.landing_root, s3_endpoint_url=endpoint),
         "settings": PlatformSettings(
             classes=list(cfg.classes),
             home=str(cfg.home),
@@ -31,7 +59,7 @@ def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
         ),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
         "mlflow": MlflowResource(
-            tracking_uri=cfg.mlflow_tracking_uri,
+            tracking_uri=secret_from_env(TRACKING_URI_VAR, cfg.mlflow_tracking_uri),
             artifact_root=cfg.mlflow_artifact_root,
             ui_url=cfg.mlflow_ui_url,
             require_approval=cfg.require_approval,

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
+from cv_assets.lib.bootstrap import BootstrapResult
+from cv_assets.lib.gate import gate, shadow_verdict
 from cv_assets.lib.metrics import DetectionMetrics
-from cv_assets.lib.training import cache_key, gate, search_space, shadow_verdict
+from cv_assets.lib.training import cache_key, search_space
 from cv_assets.lib.yolo import TrainParams
 
 pytestmark = pytest.mark.unit
@@ -90,3 +92,56 @@ def test_shadow_without_a_champion_or_images_changes_nothing():
     assert shadow_verdict(first, None, 0.0, as_gate=True) == first
     d = shadow_verdict(first, _shadow(0.4, None), 0.0, as_gate=True)
     assert d.passed and "no champion to compare" in d.reasons[-1]
+
+
+def _interval(delta: float, low: float, high: float) -> BootstrapResult:
+    return BootstrapResult(delta, low, high, 60, 1000, 0.95, "map50_95")
+
+
+def test_the_interval_is_reported_and_decides_only_when_required():
+    gain = gate(
+        metrics(0.9, 0.62), metrics(0.9, 0.60), 0.5, 0.0, interval=_interval(0.02, -0.03, 0.07)
+    )
+    assert gain.passed and "interval [-0.030, +0.070]" in gain.reasons[-1]
+    assert "not a criterion" in gain.reasons[-1] and gain.interval["low"] == -0.03  # type: ignore[index]
+    strict = gate(
+        metrics(0.9, 0.62),
+        metrics(0.9, 0.60),
+        0.5,
+        0.0,
+        interval=_interval(0.02, -0.03, 0.07),
+        require_interval=True,
+    )
+    assert not strict.passed and "cannot rule out a regression" in strict.reasons[-1]
+    clear = gate(
+        metrics(0.9, 0.62),
+        metrics(0.9, 0.60),
+        0.5,
+        0.05,
+        interval=_interval(0.02, -0.03, 0.07),
+        require_interval=True,
+    )
+    assert clear.passed and "lower bound >= -epsilon 0.05" in clear.reasons[-1]
+
+
+def per_class(aps: list[float], n: list[int]) -> DetectionMetrics:
+    m = metrics(0.9, sum(aps) / len(aps))
+    m.ap_per_class, m.n_instances = aps, n
+    m.ap50_per_class = aps
+    return m
+
+
+def test_a_class_that_falls_fails_the_per_class_rule_only_when_it_is_on():
+    champ = per_class([0.6, 0.6, 0.0], [5, 5, 0])
+    chal = per_class([0.8, 0.5, 0.0], [5, 5, 0])  # better on average, circle fell 0.1
+    shown = gate(chal, champ, 0.5, 0.0, classes=["square", "circle", "triangle"])
+    assert shown.passed and [c["class"] for c in shown.class_changes] == ["square", "circle"]
+    assert shown.class_changes[1]["change"] == pytest.approx(-0.1)
+    judged = gate(
+        chal, champ, 0.5, 0.0, class_epsilon=0.05, classes=["square", "circle", "triangle"]
+    )
+    assert not judged.passed and "circle -0.100" in judged.reasons[-1]
+    lenient = gate(
+        chal, champ, 0.5, 0.0, class_epsilon=0.2, classes=["square", "circle", "triangle"]
+    )
+    assert lenient.passed and "no AP50-95 fell more than class_epsilon 0.2" in lenient.reasons[-1]

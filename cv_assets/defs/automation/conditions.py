@@ -5,8 +5,9 @@ model is past its freshness policy and any new data exists (freshness), never wh
 still writing a batch (debounce) nor within the cooldown after the last training. Every part is
 labelled, so the UI's automation tab says which one held a retraining back.
 
-The custom conditions read the instance, so they are evaluated on the code server
-(``use_user_code_server=True`` on the automation sensor).
+The custom conditions (volume, cooldown) read the instance, so they are evaluated on the code
+server (``use_user_code_server=True`` on the automation sensor). Freshness is Dagster's own
+``freshness_failed`` condition, read through ``asset_matches`` on the model.
 """
 
 from datetime import timedelta
@@ -83,25 +84,6 @@ class CooldownPassed(_Labelled):
         return _all_or_nothing(context, started is None)
 
 
-class ModelFreshnessFailed(_Labelled):
-    """The model asset's FreshnessPolicy has failed (the freshness daemon's latest verdict)."""
-
-    def __init__(self, model: str, label: str) -> None:
-        super().__init__(label)
-        self.model = model
-
-    @property
-    def name(self) -> str:
-        return f"freshness_failed({self.model})"
-
-    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:  # type: ignore[override]
-        if _skipped(context):
-            return _all_or_nothing(context, False)
-        key = dg.AssetKey(self.model)
-        rec = context.asset_graph_view.instance.get_freshness_state_records([key]).get(key)
-        return _all_or_nothing(context, rec is not None and rec.freshness_state.value == "FAIL")
-
-
 def model_freshness(cfg: PlatformConfig) -> dg.FreshnessPolicy:
     """The model is stale once it is older than ``CV_ASSETS_MODEL_MAX_AGE_H`` (warned at half)."""
     fail = timedelta(hours=cfg.model_max_age_h)
@@ -117,12 +99,13 @@ def training_dataset_condition(cfg: PlatformConfig) -> dg.AutomationCondition:
         cfg.retrain_min_images,
         f"volume: >= {cfg.retrain_min_images} newly accepted images since the last dataset",
     )
-    stale = (
-        ModelFreshnessFailed(
-            "yolo_model", f"freshness: yolo_model older than {cfg.model_max_age_h:g} h"
-        )
-        & NewAcceptedImages(1, "any newly accepted image")
-    ).with_label("freshness: stale model and any new data")
+    # The freshness daemon's latest verdict on the model's FreshnessPolicy (model_freshness).
+    model_stale = dg.AutomationCondition.asset_matches(
+        "yolo_model", dg.AutomationCondition.freshness_failed()
+    ).with_label(f"freshness: yolo_model older than {cfg.model_max_age_h:g} h")
+    stale = (model_stale & NewAcceptedImages(1, "any newly accepted image")).with_label(
+        "freshness: stale model and any new data"
+    )
     debounce = (~dg.AutomationCondition.any_deps_in_progress()).with_label(
         "debounce: no intake in progress"
     )
@@ -136,5 +119,12 @@ def training_dataset_condition(cfg: PlatformConfig) -> dg.AutomationCondition:
 
 
 def downstream_condition() -> dg.AutomationCondition:
-    """Everything downstream of the dataset runs eagerly, in the same run as the dataset."""
-    return dg.AutomationCondition.eager()
+    """Everything downstream of the dataset runs eagerly, in the same run as the dataset, but
+    never past a failed blocking check: a re-run of ``model_evaluation`` whose gate failed (or of
+    ``mobile_model`` whose parity failed) must not let the eager condition promote the model."""
+    return (
+        dg.AutomationCondition.eager()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed().with_label(
+            "every upstream blocking check passed"
+        )
+    ).with_label("eager, behind the blocking checks")

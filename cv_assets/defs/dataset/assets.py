@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from cv_assets.defs.common import OWNERS
+from cv_assets.defs.common import OWNERS, parquet_table_metadata
 from cv_assets.lib.dataset import SPLITS, build_snapshot, data_yaml, parquet_bytes
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
@@ -24,7 +24,7 @@ def training_dataset(
     validated_batch: dict[str, dict[str, Any]],
     artifacts: ArtifactStoreResource,
     settings: PlatformSettings,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.MaterializeResult[dict[str, Any]]:
     """Versioned snapshot of all accepted samples, split 80/10/10 by content hash."""
     store = artifacts.store
     usable = {b: r for b, r in validated_batch.items() if r.get("acceptance_ok", True)}
@@ -37,7 +37,8 @@ def training_dataset(
     if snap.samples.empty:
         raise dg.Failure(description="no accepted samples yet: land and validate a batch first")
     prefix = f"datasets/{snap.version}"
-    samples = store.put_bytes(f"{prefix}/samples.parquet", parquet_bytes(snap.samples))
+    table = parquet_bytes(snap.samples)
+    samples = store.put_bytes(f"{prefix}/samples.parquet", table)
     for split in SPLITS:
         store.put_bytes(
             f"{prefix}/{split}.txt", ("\n".join(snap.split_paths(split)) + "\n").encode()
@@ -62,10 +63,11 @@ def training_dataset(
         ["class", "train boxes", "val boxes", "test boxes"],
     )
     context.log.info(f"dataset {snap.version}: {snap.counts} from {len(snap.batches)} batches")
-    return dg.Output(
-        record,
+    return dg.MaterializeResult(
+        value=record,
         data_version=dg.DataVersion(snap.version),
-        metadata={
+        metadata=parquet_table_metadata(table)
+        | {
             "dataset_version": snap.version,
             "images": record["images"],
             **{f"{s}_images": n for s, n in snap.counts.items()},

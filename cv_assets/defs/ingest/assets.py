@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.defs.common import OWNERS
+from cv_assets.defs.common import OWNERS, parquet_table_metadata
 from cv_assets.defs.ingest.checks import ACCEPTANCE_CHECK, acceptance_result
 from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.partitions import batches
@@ -31,7 +31,7 @@ def raw_batch(
     landing: LandingZoneResource,
     artifacts: ArtifactStoreResource,
     settings: PlatformSettings,
-) -> dg.Output[dict[str, Any]]:
+) -> dg.MaterializeResult[dict[str, Any]]:
     """Immutable copy of one landed batch, with a manifest of every file's sha256."""
     store = artifacts.store
     try:
@@ -39,8 +39,8 @@ def raw_batch(
     except BatchRefused as e:
         raise dg.Failure(description=f"refused: {e}", allow_retries=False) from None
     context.log.info("%s: %d files copied", rec["batch_id"], rec["n_files"])
-    return dg.Output(
-        rec,
+    return dg.MaterializeResult(
+        value=rec,
         data_version=dg.DataVersion(rec["manifest_sha256"]),
         metadata={
             "files": rec["n_files"],
@@ -101,13 +101,14 @@ def intake(
         limits=config.limits(),
     )
     dedup.record(bid, {s["sha256"]: s["source"] for s in res.samples})
-    samples = store.put_bytes(
-        f"validated/{bid}/samples.parquet", table_bytes(res.samples, SAMPLE_COLUMNS)
-    )
-    quarantine = store.put_bytes(
-        f"validated/{bid}/quarantine.parquet", table_bytes(res.quarantine, QUARANTINE_COLUMNS)
-    )
-    features = store.put_bytes(f"features/{bid}/features.parquet", table_bytes(res.features))
+    tables = {
+        "samples": table_bytes(res.samples, SAMPLE_COLUMNS),
+        "quarantine": table_bytes(res.quarantine, QUARANTINE_COLUMNS),
+        "features": table_bytes(res.features),
+    }
+    samples = store.put_bytes(f"validated/{bid}/samples.parquet", tables["samples"])
+    quarantine = store.put_bytes(f"validated/{bid}/quarantine.parquet", tables["quarantine"])
+    features = store.put_bytes(f"features/{bid}/features.parquet", tables["features"])
     counts = {"landed": res.landed, "accepted": res.accepted, "quarantined": len(res.quarantine)}
     reasons = md_table(res.top_reasons(), ["rule", "items"])
     preview = md_table([(q["item"], q["reason"]) for q in res.quarantine[:20]], ["file", "reason"])
@@ -121,11 +122,16 @@ def intake(
         "acceptance_ok": res.acceptance_rate >= config.min_acceptance_rate,
         **counts,
     }
-    yield dg.Output(
-        validated,
-        output_name="validated_batch",
+    yield dg.MaterializeResult(
+        asset_key="validated_batch",
+        value=validated,
         data_version=dg.DataVersion(samples.sha256),
+        check_results=[
+            acceptance_result(res.acceptance_rate, config.min_acceptance_rate, counts, reasons)
+        ],
         metadata=counts
+        | parquet_table_metadata(tables["samples"])
+        | parquet_table_metadata(tables["quarantine"], "quarantine")
         | {
             "acceptance_rate": round(res.acceptance_rate, 4),
             "acceptance_ok": validated["acceptance_ok"],
@@ -139,14 +145,14 @@ def intake(
             "images_per_second": round(res.landed / res.seconds, 1) if res.seconds else 0.0,
         },
     )
-    yield dg.Output(
-        {"batch_id": bid, "features": features.as_dict(), "rows": len(res.features)},
-        output_name="batch_features",
+    yield dg.MaterializeResult(
+        asset_key="batch_features",
+        value={"batch_id": bid, "features": features.as_dict(), "rows": len(res.features)},
         data_version=dg.DataVersion(features.sha256),
-        metadata={
+        metadata=parquet_table_metadata(tables["features"])
+        | {
             "rows": len(res.features),
             "features": dg.MetadataValue.path(features.uri),
             "features_sha256": features.sha256,
         },
     )
-    yield acceptance_result(res.acceptance_rate, config.min_acceptance_rate, counts, reasons)

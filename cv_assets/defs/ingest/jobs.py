@@ -2,12 +2,9 @@
 
 import dagster as dg
 
-from cv_assets.defs.ingest.partitions import batches
-
 intake_job = dg.define_asset_job(
     "intake_job",
     selection=dg.AssetSelection.assets("raw_batch", "validated_batch", "batch_features"),
-    partitions_def=batches,
     description="Copy, validate and measure one landed batch.",
     tags={"cv_assets/stage": "intake", "dagster/max_runtime": str(3600)},
 )

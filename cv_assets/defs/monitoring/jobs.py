@@ -2,12 +2,9 @@
 
 import dagster as dg
 
-from cv_assets.defs.ingest.partitions import batches
-
 batch_monitoring_job = dg.define_asset_job(
     "batch_monitoring_job",
     selection=dg.AssetSelection.groups("monitoring"),
-    partitions_def=batches,
     description="What one landed batch says about the champion: drift of its features and "
     "confidences, the champion's live accuracy on it, and the labels to review.",
 )

@@ -15,10 +15,10 @@ from cv_assets.defs.training.champion import (
 )
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig
+from cv_assets.defs.training.metadata import evaluation_metadata, test_metrics
 from cv_assets.lib import tracking
 from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
 from cv_assets.lib.mobile import parity_digest
-from cv_assets.lib.plots import markdown_image
 from cv_assets.lib.promotion import promotion_refusal
 from cv_assets.lib.registry import URI_TAGS
 from cv_assets.lib.report import md_table
@@ -44,19 +44,6 @@ def newest_batches(instance: dg.DagsterInstance, in_dataset: list[str], k: int) 
         if len(newest) >= k:
             break
     return newest
-
-
-def shadow_metadata(shadow: dict[str, Any] | None) -> dict[str, Any]:
-    if not shadow:
-        return {}
-    champ = shadow.get("champion") or {}
-    rows = [(k, shadow["challenger"][k], champ.get(k, "-")) for k in ("map50", "map50_95")]
-    return {
-        "shadow_batches": ", ".join(shadow["batches"]),
-        "shadow_images": shadow["images"],
-        "shadow_map50_95": shadow["challenger"]["map50_95"],
-        "shadow": dg.MetadataValue.md(md_table(rows, ["metric", "challenger", "champion"])),
-    }
 
 
 # Evaluation and registration are cheap to retry (MLflow or the store briefly unreachable).
@@ -196,46 +183,25 @@ def model_evaluation(
         training_dataset,
         yolo_model,
         champion,
-        config.min_map50,
-        config.epsilon,
+        config.settings(),
         config.device,
         shadow_batches=newest_batches(
             context.instance, training_dataset["batches"], config.shadow_batches
         ),
-        shadow_gate=config.shadow_gate,
     )
-    summary, champ_summary, decision, plots = out.summary, out.champion, out.decision, out.plots
     # The run that judged is named in the record, so a refusal in champion_model can cite it.
     record: dict[str, Any] = {**out.record, "dagster_run_id": context.run.run_id}
     run_id = yolo_model["mlflow_run_id"]
-    tracking.log_metrics(client, run_id, {f"test_{k}": v for k, v in summary.items()})
+    tracking.log_metrics(client, run_id, test_metrics(out.summary, out.decision))
     with scratch_dir("plots") as tmp:
-        for k, png in plots.items():
+        for k, png in out.plots.items():
             (Path(tmp) / f"{k}.png").write_bytes(png)
             client.log_artifact(run_id, str(Path(tmp) / f"{k}.png"), "evaluation")
-    rows = [
-        (k, summary[k], champ_summary[k] if champ_summary else "-")
-        for k in summary
-        if k != "n_images"
-    ]
     yield dg.MaterializeResult(
         value=record,
-        metadata={
-            "map50": summary["map50"],
-            "map50_95": summary["map50_95"],
-            "precision": summary["precision"],
-            "recall": summary["recall"],
-            "test_images": record["test_images"],
-            "champion_version": champ.version if champ else "none",
-            "vs_champion": dg.MetadataValue.md(
-                md_table(rows, ["metric", "challenger", "champion"])
-            ),
-            "gate": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
-            **shadow_metadata(record.get("shadow")),
-            **{k: dg.MetadataValue.md(markdown_image(png, k)) for k, png in plots.items()},
-        },
+        metadata=evaluation_metadata(out, record, champ.version if champ else None),
     )
-    yield gate_result(decision, summary, champ_summary)
+    yield gate_result(out.decision, out.summary, out.champion)
 
 
 @dg.asset(

@@ -4,15 +4,17 @@ from typing import Any
 
 import dagster as dg
 
+from cv_assets.defs.training.metadata import interval_metadata
+from cv_assets.lib.gate import GateDecision
 from cv_assets.lib.report import md_table
-from cv_assets.lib.training import GateDecision
 
 GATE_CHECK = dg.AssetCheckSpec(
     "challenger_beats_champion",
     asset="model_evaluation",
     blocking=True,
-    description="mAP50 above the floor and mAP50-95 no worse than the champion's (minus epsilon). "
-    "Blocks champion_model when it fails.",
+    description="mAP50 above the floor and mAP50-95 no worse than the champion's (minus epsilon); "
+    "optionally the paired-bootstrap interval's lower bound and each class's AP. Blocks "
+    "champion_model when it fails, however champion_model is started.",
 )
 
 
@@ -31,5 +33,6 @@ def gate_result(
         metadata={
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
             "metrics": dg.MetadataValue.md(md_table(rows, ["metric", "challenger", "champion"])),
+            **interval_metadata(decision),
         },
     )

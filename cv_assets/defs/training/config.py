@@ -5,6 +5,7 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
+from cv_assets.lib.gate import GateSettings
 from cv_assets.lib.settings import gate_defaults_from_env, train_defaults_from_env
 from cv_assets.lib.yolo import TrainParams
 
@@ -134,6 +135,35 @@ class GateConfig(dg.Config):
         default=_GATE.get("shadow_gate", False),
         description="make the shadow score a gate criterion (challenger >= champion - epsilon)",
     )
+    bootstrap_resamples: int = Field(
+        default=_GATE.get("bootstrap_resamples", 1000),
+        description="paired bootstrap resamples of the test images for the interval of the "
+        "challenger-minus-champion mAP50-95 (0: no interval)",
+    )
+    confidence: float = Field(
+        default=_GATE.get("confidence", 0.95), description="the interval's confidence level"
+    )
+    require_interval: bool = Field(
+        default=_GATE.get("require_interval", False),
+        description="the interval's lower bound must clear -epsilon: a gain that the test "
+        "split's noise could explain does not promote",
+    )
+    class_epsilon: float | None = Field(
+        default=_GATE.get("class_epsilon"),
+        description="no class's AP50-95 may fall more than this below the champion's (unset: "
+        "each class's change is shown, not judged)",
+    )
+
+    def settings(self) -> GateSettings:
+        return GateSettings(
+            min_map50=self.min_map50,
+            epsilon=self.epsilon,
+            bootstrap_resamples=self.bootstrap_resamples,
+            confidence=self.confidence,
+            require_interval=self.require_interval,
+            class_epsilon=self.class_epsilon,
+            shadow_gate=self.shadow_gate,
+        )
 
 
 _unknown = sorted(set(_GATE) - set(GateConfig.model_fields))

@@ -3,10 +3,12 @@ drift and the schedule. Conditions are evaluated by Dagster's own evaluator, sen
 schedule by their real tick functions; no training runs here (see test_daemon_loop.py)."""
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 from dagster._core.execution.api import create_execution_plan
 
 from cv_assets.definitions import build_defs
@@ -118,6 +120,34 @@ def test_cooldown_holds_the_volume_trigger_after_any_training(cfg, instance):
     free = build_defs(dataclasses.replace(cfg, retrain_min_images=20, retrain_cooldown_s=0))
     go = dg.evaluate_automation_conditions(defs=free, instance=instance, cursor=held.cursor)
     assert _requested(go) == CHAIN
+
+
+def _report_freshness(instance, state: FreshnessState) -> None:
+    """The freshness daemon's verdict on the model, recorded as the daemon records it."""
+    instance._report_runless_asset_event(
+        FreshnessStateChange(
+            key=dg.AssetKey("yolo_model"),
+            new_state=state,
+            previous_state=FreshnessState.UNKNOWN,
+            state_change_timestamp=time.time(),
+        )
+    )
+
+
+def test_freshness_trigger_retrains_a_stale_model_once_any_new_data_exists(cfg, instance):
+    cfg = dataclasses.replace(cfg, retrain_min_images=200, retrain_cooldown_s=0, model_max_age_h=2)
+    defs = build_defs(cfg)
+    ingest(cfg, instance, batches=1, images=12, size=96)
+    fresh = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    # 12 new images are below N=200, and the model is not stale: nothing.
+    assert _requested(fresh) == [] and "freshness: yolo_model older than 2 h" in _labels(fresh)
+    _report_freshness(instance, FreshnessState.FAIL)
+    stale = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fresh.cursor)
+    assert _requested(stale) == CHAIN
+    _snapshot_dataset(cfg, instance)
+    # Still stale, but no data the newest dataset lacks: retraining would learn nothing new.
+    idle = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=stale.cursor)
+    assert "training_dataset" not in _requested(idle)
 
 
 def _flag(instance, asset: str, batch: str, **meta) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
+from cv_assets.lib.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS
 from cv_assets_tests.conftest import EXPECTED_RULE, land
 
 pytestmark = pytest.mark.asset
@@ -103,3 +104,31 @@ def test_records_passed_downstream_are_uris_and_hashes_not_pickles(cfg, instance
     )
     assert rec["samples"]["uri"].endswith("samples.parquet") and len(rec["samples"]["sha256"]) == 64
     assert not list(Path(cfg.dagster_home).rglob("storage/validated_batch*"))
+
+
+def test_written_tables_carry_their_columns_row_counts_and_data_versions(cfg, instance):
+    (s,) = land(cfg, images=12, seed=7, corrupt_fraction=0.25)
+    result = run_intake(cfg, instance, s.batch_id)
+    md = metadata(result, "validated_batch")
+    # The main table (samples) under Dagster's standard keys, the quarantine under its own.
+    samples = pd.read_parquet(md["samples"])
+    schema = {c.name: c.type for c in md["dagster/column_schema"].columns}
+    assert list(schema) == list(samples.columns) == SAMPLE_COLUMNS
+    assert schema["width"] == "int64" and schema["sha256"] == "string"
+    assert md["dagster/row_count"] == len(samples) == md["accepted"] > 0
+    quarantine = pd.read_parquet(md["quarantine_table"])
+    assert [c.name for c in md["quarantine_column_schema"].columns] == QUARANTINE_COLUMNS
+    assert md["quarantine_row_count"] == len(quarantine) == md["quarantined"] > 0
+    feats = metadata(result, "batch_features")
+    table = pd.read_parquet(feats["features"])
+    assert [c.name for c in feats["dagster/column_schema"].columns] == list(table.columns)
+    assert feats["dagster/row_count"] == len(table) == md["accepted"]
+    # Each data version is the hash of the table it stands for: staleness in the UI is true.
+    versions = {
+        m.asset_key: m.materialization.tags["dagster/data_version"]
+        for m in result.get_asset_materialization_events()
+        if m.materialization.tags
+    }
+    assert versions[dg.AssetKey("validated_batch")] == md["samples_sha256"]
+    assert versions[dg.AssetKey("batch_features")] == feats["features_sha256"]
+    assert versions[dg.AssetKey("raw_batch")] == md["manifest_sha256"]

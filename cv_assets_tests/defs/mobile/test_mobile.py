@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from cv_assets.lib import tracking
 from cv_assets.lib.export import head_float_nodes
 from cv_assets.lib.onnx_detect import OnnxDetector
 from cv_assets.lib.store import sha256_file
+from cv_assets.resources.io_manager import record_key
 from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import check_named, materialized, train
 
@@ -25,6 +27,11 @@ def test_champion_gets_three_proven_mobile_files_that_predict_uses(small_home, i
     assert result.success
     mob = materialized(result, "mobile_model")
     assert mob is not None and mob["reused_existing_files"] is False
+    # The record reached the IO manager, and the data version names the files it stands for.
+    rec = json.loads((Path(cfg.artifacts_root) / record_key("mobile_model", None)).read_text())
+    latest = instance.get_latest_materialization_event(dg.AssetKey("mobile_model"))
+    mat = latest.asset_materialization if latest else None
+    assert mat is not None and mat.tags["dagster/data_version"] == rec["key"]
     assert check_named(result, "onnx_parity_ok").passed
     # status --json (through the registry's champion alias) leads to the three files.
     champ = collect_status(cfg)["champion"]

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from cv_assets.definitions import build_defs
-from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.performance import champion_performance
 from cv_assets.lib.export import predict_files
 from cv_assets.lib.metrics import evaluate_detections, read_yolo_truth
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.slow
 performance_job = dg.define_asset_job(
     "champion_performance_test_job",
     selection=dg.AssetSelection.assets(champion_performance),
-    partitions_def=batches,
 )
 
 

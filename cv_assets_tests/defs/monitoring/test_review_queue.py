@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from cv_assets.definitions import build_defs
-from cv_assets.defs.ingest.partitions import BATCHES, batches
+from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.defs.monitoring.review import review_queue
 from cv_assets.lib.metrics import box_iou
 from cv_assets.lib.onnx_detect import OnnxDetector, read_image
@@ -33,7 +33,7 @@ def review_job(cfg: PlatformConfig) -> dg.JobDefinition:
     """A job over review_queue, whether or not the definitions wire it in yet."""
     base = build_defs(cfg)
     keys = {k for a in base.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
-    job = dg.define_asset_job(JOB, selection=[review_queue.key], partitions_def=batches)
+    job = dg.define_asset_job(JOB, selection=[review_queue.key])
     extra = [] if review_queue.key in keys else [review_queue]
     return dg.Definitions.merge(base, dg.Definitions(assets=extra, jobs=[job])).resolve_job_def(JOB)
 

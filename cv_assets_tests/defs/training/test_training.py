@@ -241,6 +241,18 @@ def test_worse_challenger_is_never_promoted_and_a_better_one_is(cfg, instance):
     assert ev is not None and int(ev["shadow_images"]) > 0
     assert set(str(ev["shadow_batches"]).split(", ")) == set(ingested)
     assert "not a criterion" in str(ev["gate"]) and "champion" in str(ev["shadow"])
+    # The difference comes with its paired-bootstrap interval, in the UI, MLflow and status; AP
+    # by object size is measured in model-input pixels (96 px here: every shape is small).
+    low, high = float(ev["delta_ci_low"]), float(ev["delta_ci_high"])
+    assert low <= float(ev["delta_map50_95"]) <= high and low < high
+    assert "paired bootstrap" in str(ev["gate"]) and "ap_small" in ev
+    assert ev["gate_passed"] is False and "| square |" in str(ev["class_changes"])
+    trained = materialized(worse, "yolo_model")
+    assert trained is not None
+    run = tracking.client(cfg.mlflow_tracking_uri).get_run(str(trained["mlflow_run_id"]))
+    assert run.data.metrics["test_delta_map50_95_low"] == pytest.approx(low, abs=1e-4)
+    last = collect_status(cfg)["evaluations"][-1]
+    assert last["gate_passed"] is False and last["delta_ci_low"] == pytest.approx(low)
     assert reg.champion().version == "1"  # type: ignore[union-attr]
     # A better challenger: the champion trained further (a warm start, as drift retraining does).
     # Promoted, v1 archived, history says why.
