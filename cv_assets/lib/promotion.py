@@ -9,7 +9,11 @@ is missing or negative, or when the records do not describe the same weights.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from cv_assets.lib.registry import ModelVersion, Registry
+from cv_assets.lib.store import ArtifactStore
 
 # The mobile files whose parity blocks promotion (int8 is a warning: fp32 ships instead).
 BLOCKING_FORMATS = ("onnx_fp32", "ort")
@@ -57,3 +61,62 @@ def promotion_refusal(
             "a champion never ships files that lost accuracy"
         )
     return None
+
+
+def register_candidate(
+    reg: Registry,
+    store: ArtifactStore,
+    model: dict[str, Any],
+    evaluation: dict[str, Any],
+    mobile: dict[str, Any],
+    dagster_tags: dict[str, str],
+) -> ModelVersion:
+    """The registry version of a blessed challenger: an MLflow logged model (the app's fp32 ONNX
+    through the onnx flavor, the PyTorch weights beside it, the test metrics on it), registered
+    once per weights hash. Tags keep identities only: hashes, versions, file URIs."""
+    from pathlib import Path
+
+    from cv_assets.lib.mlflow_model import log_detector_model
+    from cv_assets.lib.training import local_file, scratch_dir
+
+    files, w = mobile["files"], model["weights"]
+    tags = {
+        "weights_uri": w["uri"],
+        "weights_sha256": w["sha256"],
+        "dataset_version": model["dataset_version"],
+        "imgsz": str(model["params"]["imgsz"]),
+        "class_names": json.dumps(model["classes"]),
+        "status": "registered",
+    } | mobile_tags(mobile)
+    known = next((v for v in reg.versions() if v.weights_sha256 == w["sha256"]), None)
+    if known is not None:  # already a model: no second logged model for the same weights
+        reg.set_tags(known.version, mobile_tags(mobile))  # but it ships its newest files
+        return reg.get(known.version)
+    ev = evaluation["challenger"]
+    with scratch_dir("register") as tmp:
+        uri = log_detector_model(
+            reg.c,
+            model["mlflow_run_id"],
+            local_file(store, files["onnx_fp32"]["uri"], Path(tmp)),
+            local_file(store, w["uri"], Path(tmp)),
+            class_names=model["classes"],
+            imgsz=int(model["params"]["imgsz"]),
+            metrics={k: float(v) for k, v in ev.items() if k != "n_images"},
+            tags={k: tags[k] for k in ("dataset_version", "weights_sha256")},
+            dagster_tags=dagster_tags,
+            name=reg.name,
+        )
+    return reg.register(uri, model["mlflow_run_id"], tags)
+
+
+def mobile_tags(mobile: dict[str, Any]) -> dict[str, str]:
+    """The registry tags that name a version's app files and their parity."""
+    from cv_assets.lib.mobile import parity_digest
+    from cv_assets.lib.registry import URI_TAGS
+
+    files = mobile["files"]
+    return {tag: files[fmt]["uri"] if fmt in files else "" for fmt, tag in URI_TAGS.items()} | {
+        "app_format": mobile["summary"]["app_format"],
+        "model_card_uri": mobile["model_card"]["uri"],
+        "mobile_parity": json.dumps(parity_digest(mobile["summary"])),
+    }

@@ -1,18 +1,31 @@
 """The model registry: MLflow registered versions, the ``champion`` alias, promotion history.
 
+A version is an MLflow 3 logged model (``lib.mlflow_model``: the app's ONNX file, its weights,
+a signature; ``mlflow.onnx.load_model("models:/<name>@champion")`` and
+``mlflow.pyfunc.load_model`` work on it). Its tags hold identities only (dataset version, weights
+sha256, file URIs, class names, imgsz, status); its metrics (mAP...) are MLflow metrics of the
+logged model and of the training run, read back into :class:`ModelVersion`.
+
 Every decision (the gate promoting a model, a person approving or rolling back) moves the alias
 in MLflow and appends to a history that records who, when, why, and the metrics before and after.
 The history lives in the artifact store (``registry/history.json``), written atomically.
+
+"No champion yet" is ``None``; a registry that cannot be read is a ``TrackingUnavailable`` naming
+the tracking URI, never mistaken for "no champion".
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cv_assets.lib import tracking
 from cv_assets.lib.store import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 ALIAS = "champion"
 HISTORY_KEY = "registry/history.json"
@@ -32,6 +45,12 @@ MOBILE_TAGS = (
 STATUSES = ("champion", "pending_approval", "archived", "rejected")
 
 
+# The metrics a ``ModelVersion`` carries. Each is read from, first found: the logged model's
+# metrics (``k`` or ``test_k``), the run's (``test_k``, as evaluation logs them, or ``k``), then
+# the tags of versions registered before metrics left the tags.
+METRIC_KEYS = ("map50", "map50_95", "precision", "recall")
+
+
 @dataclass
 class ModelVersion:
     version: str
@@ -46,13 +65,17 @@ class ModelVersion:
     class_names: list[str]
     created_at: str
     mobile: dict[str, str | None]
+    model_uri: str = ""  # ``models:/<model_id>``: the logged model ("" before logged models)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _f(tags: dict[str, str], k: str) -> float | None:
-    return float(tags[k]) if k in tags else None
+def model_id_of(uri: str) -> str | None:
+    """The logged model's id in ``models:/<model_id>`` (not ``models:/<name>/<version>``)."""
+    rest = uri.removeprefix("models:/")
+    return rest if rest != uri and rest.startswith("m-") and "/" not in rest else None
 
 
 class RegistryError(ValueError):
@@ -64,9 +87,42 @@ class Registry:
         self.c, self.name, self.store = mlflow_client, name, store
 
     # --- reading -------------------------------------------------------------------------
+    def _metrics(self, mv: Any, tags: dict[str, str], model_id: str | None) -> dict[str, float]:
+        found: dict[str, float] = {}
+        if model_id:
+            try:
+                lm = self.c.get_logged_model(model_id)
+            except Exception as e:
+                if not tracking.is_missing(e):
+                    raise tracking.unavailable(self.c, e, f"reading model {model_id}") from e
+            else:
+                latest = {}
+                for m in sorted(lm.metrics or [], key=lambda m: (m.step, m.timestamp)):
+                    latest[m.key] = m.value
+                for k in METRIC_KEYS:
+                    if (v := latest.get(k, latest.get(f"test_{k}"))) is not None:
+                        found[k] = float(v)
+        if mv.run_id and any(k not in found for k in METRIC_KEYS):
+            try:
+                run = self.c.get_run(mv.run_id).data.metrics
+            except Exception as e:
+                if not tracking.is_missing(e):
+                    raise tracking.unavailable(self.c, e, f"reading run {mv.run_id}") from e
+                run = {}
+            for k in METRIC_KEYS:
+                if k not in found and (v := run.get(f"test_{k}", run.get(k))) is not None:
+                    found[k] = float(v)
+        for k in METRIC_KEYS:
+            if k not in found and k in tags:
+                found[k] = float(tags[k])
+        return found
+
     def _info(self, mv: Any) -> ModelVersion:
         t = dict(mv.tags or {})
         created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat()
+        model_uri = t.get("model_uri", "")
+        model_id = getattr(mv, "model_id", None) or model_id_of(model_uri)
+        metrics = self._metrics(mv, t, model_id)
         return ModelVersion(
             version=str(mv.version),
             status=t.get("status", "archived"),
@@ -74,32 +130,53 @@ class Registry:
             weights_sha256=t.get("weights_sha256", ""),
             dataset_version=t.get("dataset_version", ""),
             mlflow_run_id=mv.run_id or "",
-            map50=_f(t, "map50"),
-            map50_95=_f(t, "map50_95"),
+            map50=metrics.get("map50"),
+            map50_95=metrics.get("map50_95"),
             imgsz=int(t["imgsz"]) if "imgsz" in t else None,
             class_names=json.loads(t.get("class_names", "[]")),
             created_at=created,
             mobile={k: t.get(k) or None for k in MOBILE_TAGS},
+            model_uri=model_uri or (f"models:/{model_id}" if model_id else ""),
+            metrics=metrics,
         )
 
-    def versions(self) -> list[ModelVersion]:
+    def _registered_model(self) -> Any | None:
+        """The registered model, ``None`` if there is none; any other failure names the URI."""
         try:
-            mvs = self.c.search_model_versions(f"name='{self.name}'")
-        except Exception:  # no registered model yet
-            return []
-        return sorted((self._info(m) for m in mvs), key=lambda v: int(v.version))
+            return self.c.get_registered_model(self.name)
+        except Exception as e:
+            if tracking.is_missing(e):
+                return None
+            raise tracking.unavailable(self.c, e, f"reading registered model {self.name}") from e
+
+    def _raw_versions(self) -> list[Any]:
+        try:
+            return list(self.c.search_model_versions(f"name='{self.name}'"))
+        except Exception as e:
+            raise tracking.unavailable(self.c, e, f"listing versions of {self.name}") from e
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, oldest first; ``[]`` when nothing is registered yet."""
+        return sorted((self._info(m) for m in self._raw_versions()), key=lambda v: int(v.version))
 
     def get(self, version: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
         try:
-            return self._info(self.c.get_model_version(self.name, str(version)))
-        except Exception:
-            raise RegistryError(f"model {self.name} has no version {version}") from None
+            mv = self.c.get_model_version(self.name, str(version))
+        except Exception as e:
+            if tracking.is_missing(e) or (
+                isinstance(e, MlflowException) and e.error_code == "INVALID_PARAMETER_VALUE"
+            ):
+                raise RegistryError(f"model {self.name} has no version {version}") from None
+            raise tracking.unavailable(self.c, e, f"reading {self.name} v{version}") from e
+        return self._info(mv)
 
     def champion(self) -> ModelVersion | None:
-        try:
-            return self._info(self.c.get_model_version_by_alias(self.name, ALIAS))
-        except Exception:
-            return None
+        """The version the ``champion`` alias points at; ``None`` if no model or no alias yet."""
+        rm = self._registered_model()
+        version = (rm.aliases or {}).get(ALIAS) if rm is not None else None
+        return None if version is None else self.get(str(version))
 
     def history(self) -> list[dict[str, Any]]:
         if not self.store.exists(HISTORY_KEY):
@@ -108,19 +185,103 @@ class Registry:
 
     # --- writing -------------------------------------------------------------------------
     def register(self, source: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
-        """A new version for these weights, or the existing one with the same sha256."""
+        """A new version for these weights, or the existing one with the same sha256.
+
+        Args:
+            source: the model: ``models:/<model_id>`` as ``mlflow_model.log_detector_model``
+                returns it (it must be ``READY``), or a model directory's URI.
+            run_id: the training run.
+            tags: identities only (``weights_sha256`` is required; ``dataset_version``,
+                ``weights_uri``, ``imgsz``, ``class_names``, ``status``, file URIs). Metrics
+                belong to the logged model, not here.
+
+        MLflow is asked before anything is written, so an unreachable server fails with its URI
+        and leaves the registry as it was. The version is created with all its tags in one call;
+        a registered model created for it is removed again if that call fails, so a retry starts
+        clean and nothing half-made can be promoted.
+        """
         sha = tags["weights_sha256"]
-        for v in self.versions():
-            if v.weights_sha256 == sha:
-                return v
+        rm = self._registered_model()  # the probe: raises, naming the URI, before any write
+        if rm is not None:
+            for mv in self._raw_versions():
+                if (mv.tags or {}).get("weights_sha256") == sha:
+                    return self._info(mv)
+        tags = {k: str(v) for k, v in tags.items()}
+        storage, model_id = source, model_id_of(source)
+        if model_id:
+            lm = self._ready_model(model_id)
+            storage, run_id = lm.artifact_location, run_id or lm.source_run_id
+            tags["model_uri"] = source
+        created = False
+        if rm is None:
+            try:
+                self.c.create_registered_model(
+                    self.name, description="cv_assets object detector (YOLO)"
+                )
+                created = True
+            except Exception as e:
+                # Another run may have created it since the probe: that one is as good.
+                if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise tracking.unavailable(self.c, e, f"creating {self.name}") from e
         try:
-            self.c.get_registered_model(self.name)
-        except Exception:
-            self.c.create_registered_model(
-                self.name, description="cv_assets object detector (YOLO)"
+            # The logged model's own files (what ``models:/<model_id>`` resolves to), given as
+            # the source, and a run id: MLflow's SQL registry would otherwise look the model up
+            # through the process-wide tracking URI instead of this client's (MLflow 3.17).
+            mv = self.c.create_model_version(
+                self.name, storage, run_id=run_id, tags=tags, model_id=model_id if run_id else None
             )
-        mv = self.c.create_model_version(self.name, source, run_id=run_id, tags=tags)
-        return self._info(self.c.get_model_version(self.name, mv.version))
+        except Exception as e:
+            if created:
+                self._drop_if_empty()
+            if tracking.answered(e):
+                raise RegistryError(
+                    f"MLflow at {self.c.tracking_uri} refused a version of {self.name} "
+                    f"for weights {sha}: {e}"
+                ) from e
+            raise tracking.unavailable(self.c, e, f"registering a version of {self.name}") from e
+        if model_id:
+            self._link(model_id, str(mv.version))
+        return self.get(str(mv.version))
+
+    def _ready_model(self, model_id: str) -> Any:
+        from mlflow.entities import LoggedModelStatus
+
+        try:
+            lm = self.c.get_logged_model(model_id)
+        except Exception as e:
+            if tracking.is_missing(e):
+                raise RegistryError(
+                    f"models:/{model_id}: no such logged model at {self.c.tracking_uri}"
+                ) from None
+            raise tracking.unavailable(self.c, e, f"reading model {model_id}") from e
+        if lm.status != LoggedModelStatus.READY:
+            raise RegistryError(
+                f"models:/{model_id} is {lm.status}, not READY: it was not logged completely; "
+                "log it again"
+            )
+        return lm
+
+    def _drop_if_empty(self) -> None:
+        try:
+            if not self._raw_versions():
+                self.c.delete_registered_model(self.name)
+        except Exception:  # the server that just failed may fail this too; empty is harmless
+            log.warning("could not remove the empty registered model %s", self.name)
+
+    def _link(self, model_id: str, version: str) -> None:
+        """The logged model's list of versions (``mlflow.modelVersions``), as MLflow's UI shows."""
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        try:
+            lm = self.c.get_logged_model(model_id)
+            mvs = json.loads(lm.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+            entry = {"name": self.name, "version": version}
+            if entry not in mvs:
+                self.c.set_logged_model_tags(
+                    model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*mvs, entry])}
+                )
+        except Exception as e:  # a display link: the version itself is complete
+            log.warning("could not link model %s to %s v%s: %s", model_id, self.name, version, e)
 
     def set_tags(self, version: str, tags: dict[str, str]) -> None:
         for k, v in tags.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Fail fast and name the server; the asset's retry policy decides about trying again.
@@ -21,8 +21,34 @@ EXPERIMENT = "cv_assets"
 MODEL_NAME = "cv_assets_detector"
 
 
-class TrackingUnavailable(RuntimeError):
-    pass
+class TrackingUnavailable(ConnectionError, RuntimeError):
+    """MLflow could not be reached (or refused what the platform needs); names the tracking URI.
+
+    A ``ConnectionError`` (an ``OSError``), so the CLI reports it as one line, not a traceback.
+    """
+
+
+def answered(e: BaseException) -> bool:
+    """Whether MLflow answered with a refusal (bad request, not found, denied), not silence."""
+    from mlflow.exceptions import MlflowException
+
+    silent = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+    return isinstance(e, MlflowException) and e.error_code not in silent
+
+
+def is_missing(e: BaseException) -> bool:
+    """Whether MLflow answered "no such object" (as opposed to failing to answer)."""
+    return answered(e) and getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def unavailable(c: Any, e: BaseException, doing: str = "") -> TrackingUnavailable:
+    """``e`` (raised by the client ``c`` while ``doing``) as an error that names the server."""
+    if answered(e):
+        return TrackingUnavailable(f"MLflow tracking at {c.tracking_uri} refused {doing}: {e}")
+    what = f" ({doing})" if doing else ""
+    return TrackingUnavailable(
+        f"MLflow tracking at {c.tracking_uri} is unreachable{what}: {type(e).__name__}: {e}"
+    )
 
 
 def client(tracking_uri: str) -> Any:
@@ -43,15 +69,87 @@ def experiment_id(c: Any, name: str = EXPERIMENT, artifact_location: str | None 
             return exp.experiment_id
         return c.create_experiment(name, artifact_location=artifact_location)
     except Exception as e:  # mlflow raises many types for "cannot reach the store"
-        raise TrackingUnavailable(
-            f"MLflow tracking at {c.tracking_uri} is unreachable: {type(e).__name__}: {e}"
-        ) from e
+        raise unavailable(c, e, f"opening experiment {name}") from e
 
 
 def start_run(c: Any, run_name: str, tags: Mapping[str, str], parent: str | None = None) -> str:
     exp = experiment_id(c)
     t = dict(tags) | ({"mlflow.parentRunId": parent} if parent else {})
     return c.create_run(exp, run_name=run_name, tags=t).info.run_id
+
+
+def dagster_tags(run_id: str, asset_key: str, partition: str | None = None) -> dict[str, str]:
+    """The tags every MLflow run (and logged model) carries: which Dagster run made it, and how.
+
+    ``asset_key`` is the key as a user reads it (``yolo_model``, ``a/b``); ``partition`` is empty
+    for an unpartitioned asset, so the three tags are always there to search on.
+    """
+    return {
+        "dagster_run_id": run_id,
+        "dagster_asset_key": asset_key,
+        "dagster_partition": partition or "",
+    }
+
+
+DATASET_NAME = "training_dataset"
+
+
+def log_dataset_input(
+    c: Any,
+    run_id: str,
+    dataset_version: str,
+    samples_uri: str,
+    n_images: int,
+    *,
+    name: str = DATASET_NAME,
+    context: str = "training",
+    splits: Mapping[str, int] | None = None,
+    classes: Sequence[str] | None = None,
+) -> None:
+    """Record the dataset ``run_id`` trained on as an MLflow dataset input.
+
+    The dataset is metadata only (a ``MetaDataset``: no image is uploaded): its digest is the
+    platform's dataset version, its source ``samples_uri`` (the samples table in the artifact
+    store), and its profile the image count, the split sizes and the classes. The same version
+    logged twice is one dataset in MLflow.
+
+    Args:
+        c: the client.
+        run_id: the training run.
+        dataset_version: the dataset's version (its digest in MLflow, at most 36 characters).
+        samples_uri: where the dataset's table of samples is stored.
+        n_images: images in the dataset.
+        name: the dataset's name in MLflow (the asset that made it).
+        context: the ``mlflow.data.context`` input tag (``training``, ``evaluation``...).
+        splits: images per split, e.g. ``{"train": 80, "val": 10, "test": 10}``.
+        classes: the class names, in class-id order.
+    """
+    import json
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    with warnings.catch_warnings():
+        # A local path matches both the "" and "file" schemes' sources, which are one class.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        source = resolve_dataset_source(samples_uri)
+    meta = MetaDataset(source, name=name, digest=dataset_version)
+    d = meta.to_dict()
+    profile = {"num_rows": int(n_images)}
+    profile |= {"splits": {k: int(v) for k, v in splits.items()}} if splits else {}
+    profile |= {"classes": list(classes)} if classes else {}
+    entity = Dataset(
+        name=d["name"],
+        digest=d["digest"],
+        source_type=d["source_type"],
+        source=d["source"],
+        profile=json.dumps(profile),
+    )
+    tags = [InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)]
+    c.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
 
 
 def log_params(c: Any, run_id: str, params: Mapping[str, Any]) -> None:

@@ -122,6 +122,7 @@ def train_and_record(
     code_version: str = "",
     parent_run: str | None = None,
     run_name: str = "yolo_model",
+    run_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) weights for ``dataset`` and return their record.
 
@@ -142,7 +143,16 @@ def train_and_record(
         "cache_key": key,
         "warm_start_sha256": warm_start[1] if warm_start else "",
     }
-    run_id = tracking.start_run(mlflow_client, run_name, tags, parent=parent_run)
+    run_id = tracking.start_run(mlflow_client, run_name, tags | (run_tags or {}), parent=parent_run)
+    tracking.log_dataset_input(
+        mlflow_client,
+        run_id,
+        dataset["version"],
+        dataset["samples"]["uri"],
+        int(dataset["images"]),
+        splits=dataset.get("counts"),
+        classes=dataset["classes"],
+    )
     device = resolve_device(params.device)
     tracking.log_params(
         mlflow_client,

@@ -6,6 +6,8 @@ from cv_assets.lib.store import ArtifactStore
 
 pytestmark = pytest.mark.unit
 
+DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens
+
 
 @pytest.fixture
 def reg(tmp_path):
@@ -14,8 +16,10 @@ def reg(tmp_path):
 
 
 def register(reg_c, sha: str, map50_95: float):
+    """A version as the platform makes one: identities as tags, the evaluation as run metrics."""
     reg, c = reg_c
     run = tracking.start_run(c, "train", {})
+    tracking.log_metrics(c, run, {"test_map50": map50_95 + 0.3, "test_map50_95": map50_95})
     return reg.register(
         f"/weights/{sha}",
         run,
@@ -23,8 +27,6 @@ def register(reg_c, sha: str, map50_95: float):
             "weights_sha256": sha,
             "weights_uri": f"/w/{sha}.pt",
             "dataset_version": "d1",
-            "map50": str(map50_95 + 0.3),
-            "map50_95": str(map50_95),
             "imgsz": "160",
             "class_names": '["a"]',
             "status": "registered",
@@ -87,3 +89,46 @@ def test_every_alias_move_republishes_the_champion_pointer_with_its_mobile_files
     r.rollback("alice", "bad in the field")
     p = read_champion(r.store)
     assert p is not None and p["version"] == v1.version and p["mobile"]["onnx_int8_uri"] is None
+
+
+def test_metrics_come_from_mlflow_metrics_and_old_versions_keep_their_metric_tags(reg):
+    r, c = reg
+    v = register(reg, "aaa", 0.5)
+    assert (v.map50, v.map50_95) == (0.8, 0.5) and "map50" not in c.get_model_version(
+        "det", "1"
+    ).tags
+    run = tracking.start_run(c, "train", {})
+    old = {"weights_sha256": "old", "map50": "0.7", "map50_95": "0.4"}  # before metrics left tags
+    assert r.register("/weights/old", run, old).map50_95 == 0.4
+
+
+def test_no_registered_model_or_no_alias_means_no_champion(reg):
+    r, _ = reg
+    assert r.champion() is None and r.versions() == []
+    register(reg, "aaa", 0.5)
+    assert r.champion() is None and len(r.versions()) == 1
+    with pytest.raises(RegistryError, match="det has no version 7"):
+        r.get("7")
+
+
+def test_an_unreachable_tracking_server_is_an_error_naming_it_not_no_champion(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once, no back-off
+    down = Registry(tracking.client(DOWN), "det", ArtifactStore(str(tmp_path / "artifacts")))
+    for read in (down.champion, down.versions, lambda: down.get("1")):
+        with pytest.raises(tracking.TrackingUnavailable, match=f"MLflow tracking at {DOWN}"):
+            read()
+    # The probe fails before anything is written; the CLI shows it as one line (an OSError).
+    with pytest.raises(OSError, match=f"{DOWN} is unreachable.*reading registered model det"):
+        down.register("/weights/aaa", "run", {"weights_sha256": "aaa"})
+    assert read_champion(down.store) is None
+
+
+def test_a_version_mlflow_refuses_leaves_no_registered_model_behind(reg):
+    r, c = reg
+    run = tracking.start_run(c, "train", {})
+    with pytest.raises(RegistryError, match=r"MLflow at sqlite:///.* refused a version of det"):
+        r.register("/weights/aaa", run, {"weights_sha256": "aaa", "k" * 300: "too long a key"})
+    assert r._registered_model() is None and r.champion() is None
+    assert register(reg, "aaa", 0.5).version == "1"  # a retry starts clean

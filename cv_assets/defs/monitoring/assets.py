@@ -65,7 +65,8 @@ def drift_report(
         tracking.client(mlflow.tracking_uri),
         MONITORING_EXPERIMENT,
         f"drift {bid} vs v{champ.version}",
-        {"cv_assets/batch": bid, "cv_assets/champion_version": str(champ.version)},
+        {"cv_assets/batch": bid, "cv_assets/champion_version": str(champ.version)}
+        | tracking.dagster_tags(context.run.run_id, "drift_report", bid),
         {"drift_share": res.drift_share} | {f"p_{c}": v["p_value"] for c, v in res.columns.items()},
         {f"drift/{k}": v for k, v in files.items()},
         f"{mlflow.artifact_root.rstrip('/')}/monitoring" if mlflow.artifact_root else None,

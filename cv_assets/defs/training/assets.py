@@ -1,6 +1,5 @@
 """Training assets: the challenger's weights, its evaluation against the champion, the champion."""
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,7 @@ from cv_assets.defs.training.config import GateConfig, TrainConfig
 from cv_assets.defs.training.metadata import evaluation_metadata, test_metrics
 from cv_assets.lib import tracking
 from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
-from cv_assets.lib.mobile import parity_digest
-from cv_assets.lib.promotion import promotion_refusal
-from cv_assets.lib.registry import URI_TAGS
+from cv_assets.lib.promotion import promotion_refusal, register_candidate
 from cv_assets.lib.report import md_table
 from cv_assets.lib.training import (
     TRAIN_CODE_VERSION,
@@ -109,6 +106,8 @@ def yolo_model(
 def _train(context, config: TrainConfig, dataset, store, client, warm) -> dict[str, Any]:
     """One training, or K trainings as MLflow child runs keeping the best by validation mAP."""
     code = context.assets_def.code_versions_by_key[context.asset_key] or TRAIN_CODE_VERSION
+    # Every MLflow run names the Dagster run, asset and partition that made it.
+    tags = tracking.dagster_tags(context.run.run_id, "yolo_model")
     s = config.search
     if s.trials <= 0:
         return train_and_record(
@@ -119,9 +118,10 @@ def _train(context, config: TrainConfig, dataset, store, client, warm) -> dict[s
             force=config.force,
             warm_start=warm,
             code_version=code,
+            run_tags=tags,
         )
     space = {"lr0": s.lr0, "imgsz": s.imgsz, "model_yaml": s.model_yaml}
-    parent = tracking.start_run(client, "hpo_sweep", {"dataset_version": dataset["version"]})
+    parent = tracking.start_run(client, "hpo_sweep", {"dataset_version": dataset["version"]} | tags)
     trials = []
     for i, override in enumerate(search_space(s.strategy, s.trials, space, config.seed)):
         context.log.info(f"trial {i + 1}/{s.trials}: {override}")
@@ -136,6 +136,7 @@ def _train(context, config: TrainConfig, dataset, store, client, warm) -> dict[s
                 code_version=code,
                 parent_run=parent,
                 run_name=f"trial-{i + 1}",
+                run_tags=tags,
             )
         )
     client.set_terminated(parent, "FINISHED")
@@ -225,25 +226,8 @@ def champion_model(
     if refusal := promotion_refusal(model_evaluation, yolo_model, mobile_model):
         raise dg.Failure(description=refusal, allow_retries=False)
     reg = mlflow.registry(artifacts.store)
-    ev, files = model_evaluation["challenger"], mobile_model["files"]
-    mobile = {tag: files[fmt]["uri"] if fmt in files else "" for fmt, tag in URI_TAGS.items()} | {
-        "app_format": mobile_model["summary"]["app_format"],
-        "model_card_uri": mobile_model["model_card"]["uri"],
-        "mobile_parity": json.dumps(parity_digest(mobile_model["summary"])),
-    }
-    tags = {
-        "weights_uri": yolo_model["weights"]["uri"],
-        "weights_sha256": yolo_model["weights"]["sha256"],
-        "dataset_version": yolo_model["dataset_version"],
-        "map50": str(ev["map50"]),
-        "map50_95": str(ev["map50_95"]),
-        "imgsz": str(yolo_model["params"]["imgsz"]),
-        "class_names": json.dumps(yolo_model["classes"]),
-        "status": "registered",
-    } | mobile
-    run = mlflow.client().get_run(yolo_model["mlflow_run_id"])
-    mv = reg.register(f"{run.info.artifact_uri}/weights", yolo_model["mlflow_run_id"], tags)
-    reg.set_tags(mv.version, mobile)  # a re-registered version gets its newest mobile files
+    tags = tracking.dagster_tags(context.run.run_id, "champion_model")
+    mv = register_candidate(reg, artifacts.store, yolo_model, model_evaluation, mobile_model, tags)
     champ = reg.champion()
     why = "; ".join(model_evaluation["gate"]["reasons"])
     pending = None

@@ -7,13 +7,17 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import mlflow.onnx
+import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pytest
 
 from cv_assets.lib import tracking
 from cv_assets.lib.export import head_float_nodes
 from cv_assets.lib.onnx_detect import OnnxDetector
 from cv_assets.lib.store import sha256_file
+from cv_assets.predict import predict
 from cv_assets.resources.io_manager import record_key
 from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import check_named, materialized, train
@@ -21,7 +25,9 @@ from cv_assets_tests.defs.conftest import check_named, materialized, train
 pytestmark = pytest.mark.slow
 
 
-def test_champion_gets_three_proven_mobile_files_that_predict_uses(small_home, instance):
+def test_champion_gets_three_proven_mobile_files_that_predict_uses(
+    small_home, instance, monkeypatch
+):
     cfg = small_home
     result = train(cfg, instance)
     assert result.success
@@ -58,6 +64,29 @@ def test_champion_gets_three_proven_mobile_files_that_predict_uses(small_home, i
     text = Path(mlmodel).read_text()
     assert "onnx:" in text and "signature:" in text and "images" in text
     assert "onnx_fp32_map50_95" in c.get_run(v.mlflow_run_id).data.metrics
+    # The registered version is a real MLflow model: the app's fp32 file through the onnx flavor,
+    # and a pyfunc that gives what `cv-assets predict` gives for the same image and thresholds.
+    # As a user's shell would (mlflow.set_tracking_uri would leak into later tests' settings).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow_tracking_uri)
+    uri = f"models:/{tracking.MODEL_NAME}@champion"
+    loaded = mlflow.onnx.load_model(uri)
+    assert loaded.SerializeToString() == paths["onnx_uri"].read_bytes()
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    assert pyfunc.metadata.signature is not None
+    scene = next(Path(cfg.landing_root).glob("*/images/*.jpg"))
+    rows = pyfunc.predict(pd.DataFrame({"image": [str(scene)]}), params={"conf": 1e-6})
+    doc, failed = predict("champion", [str(scene)], "onnx_fp32", 1e-6, 0.7)
+    assert failed == 0 and len(rows) == len(doc["results"][0]["detections"]) > 0
+    mine = [
+        {
+            "class_id": int(r.class_id),
+            "class": r.class_name,
+            "confidence": round(r.confidence, 4),
+            "box_xyxy": [round(x, 1) for x in (r.x1, r.y1, r.x2, r.y2)],
+        }
+        for r in rows.itertuples()
+    ]
+    assert mine == doc["results"][0]["detections"]
     card = Path(champ["model_card_uri"]).read_text()
     assert "square" in card and champ["dataset_version"] in card and "| onnx_int8" in card
     # predict through the champion, without torch; one good image, one that is not an image.

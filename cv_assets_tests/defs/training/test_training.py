@@ -40,6 +40,11 @@ def test_first_model_is_trained_tracked_registered_and_promoted(small_home, inst
     run = c.get_run(str(model["mlflow_run_id"]))
     assert run.data.params["epochs"] == "2" and run.data.params["model_yaml"] == "yolo11n.yaml"
     assert run.data.tags["dataset_version"] == model["dataset_version"]
+    # Every run names the Dagster run and asset that made it, and its training data as an input.
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["dagster_asset_key"] == "yolo_model"
+    (used,) = run.inputs.dataset_inputs
+    assert used.dataset.digest == model["dataset_version"]
     assert len(c.get_metric_history(run.info.run_id, "train/box_loss")) == 2
     assert "test_map50" in run.data.metrics
     arts = {a.path for a in c.list_artifacts(run.info.run_id, "evaluation")}
@@ -57,6 +62,12 @@ def test_first_model_is_trained_tracked_registered_and_promoted(small_home, inst
     assert status["models"][0]["status"] == "champion"
     assert status["datasets"][0]["version"] == model["dataset_version"]
     assert status["promotions"][0]["action"] == "promote"
+    # The version is a logged model whose metrics are MLflow metrics, not string tags.
+    version = c.get_model_version(tracking.MODEL_NAME, "1")
+    assert "map50" not in version.tags and version.tags["weights_sha256"] == champ["weights_sha256"]
+    logged = c.get_logged_model(str(registry_for(cfg).get("1").model_uri).split("/")[-1])
+    assert {m.key for m in logged.metrics} >= {"map50", "map50_95", "precision", "recall"}
+    assert logged.tags["dagster_asset_key"] == "champion_model"
 
 
 def test_unchanged_dataset_and_config_reuse_weights_unless_forced(small_home, instance):
