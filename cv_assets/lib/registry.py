@@ -42,7 +42,7 @@ MOBILE_TAGS = (
     "model_card_uri",
     "mobile_parity",
 )
-STATUSES = ("champion", "pending_approval", "archived", "rejected")
+STATUSES = ("registered", "champion", "pending_approval", "archived", "rejected", "failed")
 
 
 # The metrics a ``ModelVersion`` carries. Each is read from, first found: the logged model's
@@ -332,6 +332,19 @@ class Registry:
             self._set_status(before.version, "archived")
         self.publish_champion()
         return self._append(self._entry(action, target.version, before, who, why))
+
+    def settle_interrupted(self, keep: str, who: str) -> list[str]:
+        """Mark ``failed`` every version still ``registered`` but ``keep``: a registration that
+        died before its decision (promote or hold) was recorded. Its weights were blessed, so a
+        person may still ``promote`` it; it never silently stays half-done."""
+        settled = []
+        for v in self.versions():
+            if v.status == "registered" and v.version != keep:
+                self._set_status(v.version, "failed")
+                why = "registration was interrupted before the decision was recorded"
+                self._append(self._entry("registration_failed", v.version, None, who, why))
+                settled.append(v.version)
+        return settled
 
     def hold_for_approval(self, version: str, who: str, why: str) -> dict:
         self._set_status(version, "pending_approval")

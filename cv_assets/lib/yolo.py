@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +92,77 @@ class WeightsMismatch(ValueError):
     pass
 
 
+class UnsafeWeights(ValueError):
+    pass
+
+
+# Where the classes of a YOLO checkpoint live: the network's building blocks, nothing else.
+_MODEL_MODULES = (
+    "torch.nn.modules",
+    "ultralytics.nn.modules",
+    "ultralytics.nn.tasks",
+)
+
+
+@cache
+def _model_classes() -> tuple[type, ...]:
+    """Every ``nn.Module`` class of torch and Ultralytics: what a checkpoint may name."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import torch
+
+    found: set[type] = set()
+    for root in _MODEL_MODULES:
+        mod = importlib.import_module(root)
+        names = [root]
+        if hasattr(mod, "__path__"):
+            names += [f"{root}.{m.name}" for m in pkgutil.iter_modules(mod.__path__)]
+        for name in names:
+            sub = importlib.import_module(name)
+            for _, obj in inspect.getmembers(sub, inspect.isclass):
+                if issubclass(obj, torch.nn.Module) and obj.__module__.startswith(_MODEL_MODULES):
+                    found.add(obj)
+    return tuple(sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}"))
+
+
+def safe_checkpoint(path: Path) -> Path:
+    """``path`` if unpickling it can only rebuild tensors and model classes.
+
+    A torch checkpoint is a pickle, and Ultralytics loads it with ``weights_only=False``, so a
+    crafted file runs code on load, whatever hash was recorded for it. Before Ultralytics sees a
+    file, torch's restricted unpickler (``weights_only=True``) reads it with an allowlist of the
+    network's own classes (torch and Ultralytics ``nn.Module`` subclasses): anything else, an
+    ``os.system`` or ``builtins.eval`` reduce, is refused without being called.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(list(_model_classes())):
+            torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError, ValueError) as e:
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it calls {named.group(1)}" if named else f"{type(e).__name__}"
+        raise UnsafeWeights(
+            f"{path}: refusing to load: not a checkpoint of model classes only ({what}); torch "
+            "checkpoints are pickles, and this one would run code outside the network"
+        ) from None
+    return path
+
+
 def verified_weights(path: Path, sha256: str) -> Path:
-    """``path`` if its content still hashes to ``sha256``; loading unknown bytes runs pickle."""
+    """``path`` if its content still hashes to ``sha256`` and it unpickles to model classes only
+    (``safe_checkpoint``): loading unknown bytes would run pickle."""
     got = sha256_file(path)
     if got != sha256:
         raise WeightsMismatch(
             f"{path}: sha256 is {got}, the artifact record says {sha256}; refusing to load it "
             "(torch checkpoints are pickles: unverified bytes could run code)"
         )
-    return path
+    return safe_checkpoint(path)
 
 
 def ultralytics_train_args(params: TrainParams, data_yaml: Path, out_dir: Path) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def noisy_detections(
     return preds, truths, image_sizes
 
 
-def coco_reference(case: Case) -> tuple[np.ndarray, np.ndarray]:
+def coco_reference(case: Case, n_classes: int = N_CLASSES) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval's stats (AP, AP50, AP75, AP small, medium, large, ...) and its AP per class."""
     preds, truths, sizes = case
     images: list[dict[str, Any]] = []
@@ -99,7 +99,7 @@ def coco_reference(case: Case) -> tuple[np.ndarray, np.ndarray]:
                 {"image_id": i + 1, "category_id": int(c) + 1, "score": float(score),
                  "bbox": [x1 * w, y1 * h, (x2 - x1) * w, (y2 - y1) * h]}
             )  # fmt: skip
-    categories = [{"id": c + 1, "name": str(c)} for c in range(N_CLASSES)]
+    categories = [{"id": c + 1, "name": str(c)} for c in range(n_classes)]
     coco_gt = COCO({"images": images, "annotations": gts, "categories": categories})
     ev = COCOeval_faster(coco_gt, coco_gt.loadRes(dets), "bbox", print_function=lambda *_: None)
     ev.evaluate()

@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from cv_assets.defs.common import OWNERS
+from cv_assets.defs.common import OWNERS, parquet_table_metadata
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.lib.plots import markdown_image
@@ -65,7 +65,8 @@ def review_queue(
         store.put_bytes(f"{prefix}/crops/{name}", png).uri
         for name, png in zip(q.table["crop"], q.crops, strict=True)
     ]
-    table = store.put_bytes(f"{prefix}/queue.parquet", q.table_bytes())
+    data = q.table_bytes()
+    table = store.put_bytes(f"{prefix}/queue.parquet", data)
     top = [
         (*row, markdown_image(thumbnail_png(png), row[3]))
         for row, png in zip(q.top_rows(10), q.crops[:10], strict=True)
@@ -97,5 +98,6 @@ def review_queue(
             ),
             "table": dg.MetadataValue.path(table.uri),
             "table_sha256": table.sha256,
+            **parquet_table_metadata(data),
         },
     )

@@ -228,6 +228,10 @@ def champion_model(
     reg = mlflow.registry(artifacts.store)
     tags = tracking.dagster_tags(context.run.run_id, "champion_model")
     mv = register_candidate(reg, artifacts.store, yolo_model, model_evaluation, mobile_model, tags)
+    who = f"gate (run {context.run.run_id[:8]})"
+    # An earlier registration that died before its decision is closed, visibly (status, history).
+    if settled := reg.settle_interrupted(mv.version, who):
+        context.log.warning(f"versions left half-registered, now failed: {settled}")
     champ = reg.champion()
     why = "; ".join(model_evaluation["gate"]["reasons"])
     pending = None
@@ -239,7 +243,7 @@ def champion_model(
         pending = mv.version
         action = f"pending_approval: run `cv-assets promote {mv.version}` to promote it"
     else:
-        reg.promote(mv.version, f"gate (run {context.run.run_id[:8]})", why)
+        reg.promote(mv.version, who, why)
         action = f"promoted: v{mv.version} is the champion"
     context.log.info(action)
     record = champion_record(reg, action, pending)

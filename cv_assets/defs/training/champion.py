@@ -15,7 +15,7 @@ from cv_assets.lib import tracking
 from cv_assets.lib.registry import Registry
 from cv_assets.lib.report import md_table
 from cv_assets.lib.store import ArtifactStore
-from cv_assets.resources.io_manager import record_key
+from cv_assets.resources.io_manager import RECORD_SHA, record_bytes, record_key, record_sha256
 
 ASSET = "champion_model"
 
@@ -70,16 +70,15 @@ def report_champion_decision(
 ) -> dict[str, Any]:
     """Record a decision made outside a run (promote, approve, rollback) as a materialization of
     ``champion_model``: the record the IO manager hands downstream, then the event."""
-    import json
-
     action = f"{entry['action']}: v{entry['version']} (was v{entry['previous']}): {entry['why']}"
     record = champion_record(reg, action)
-    store.put_bytes(record_key(ASSET, None), json.dumps(record, indent=1, sort_keys=True).encode())
+    store.put_bytes(record_key(ASSET, None), record_bytes(record))
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=ASSET,
             description=f"{entry['action']} by {entry['who']}: {entry['why']}",
-            metadata=champion_metadata(reg, record, ui_url, entry["who"]),
+            metadata=champion_metadata(reg, record, ui_url, entry["who"])
+            | {RECORD_SHA: record_sha256(record)},
             tags={"dagster/data_version": champion_data_version(record)},
         )
     )

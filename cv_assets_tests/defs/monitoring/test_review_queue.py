@@ -115,6 +115,8 @@ def test_queue_finds_the_planted_label_errors_and_nothing_else(small_home, insta
     # Exactly the planted errors: one class_mismatch, one missing_label per box left out.
     assert md["class_mismatch"] == 1 and md["missing_label"] == n_emptied and md["low_iou"] == 0
     assert md["items"] == len(table) == 1 + n_emptied and md["champion_version"] == "1"
+    assert md["dagster/row_count"] == len(table)
+    assert [c.name for c in md["dagster/column_schema"].columns] == list(table.columns)
     assert set(table["stem"]) == {stem, emptied} and not set(table["stem"]) & set(plan.clean)
     (mm,) = pd.DataFrame(table[table["kind"] == "class_mismatch"]).to_dict("records")
     got = (mm["stem"], mm["label_line"], mm["label_class"], mm["pred_class"])

@@ -2,14 +2,17 @@
 after a failed gate, with files that failed parity, or with files of other weights, the step is
 refused with the reasons, and neither the registry nor the alias moves."""
 
+import json
 import os
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
+from cv_assets.lib.promotion import register_candidate
 from cv_assets.lib.settings import PlatformConfig
-from cv_assets.status import registry_for
+from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import QUIET, TINY, check_named, materialized, train
 
 pytestmark = pytest.mark.slow
@@ -91,3 +94,41 @@ def test_other_weights_files_and_an_unreachable_mlflow_register_nothing(small_ho
     champ = materialized(done, "champion_model")
     assert champ is not None and champ["version"] == "2" and champ["status"] == "champion"
     assert _state(cfg) == ("2", 2, 2)
+
+
+def _interrupted_registration(cfg, instance, seed: int) -> str:
+    """A blessed challenger whose registration died before its decision: the records exist, the
+    version is created (as champion_model's first writes do), then nothing more happens."""
+    ops = {
+        "yolo_model": {"config": TINY | {"force": True, "seed": seed}},
+        "model_evaluation": {"config": {"min_map50": 0.0, "epsilon": 1.0}},
+    }
+    assert _click(cfg, instance, ["yolo_model", "model_evaluation", "mobile_model"], ops).success
+    records = Path(cfg.artifacts_root) / "records"
+    model, evaluation, mobile = (
+        json.loads((records / a / "_all.json").read_text())
+        for a in ("yolo_model", "model_evaluation", "mobile_model")
+    )
+    reg = registry_for(cfg)
+    return register_candidate(reg, reg.store, model, evaluation, mobile, {}).version
+
+
+def test_a_half_done_registration_is_completed_or_marked_failed(small_home, instance):
+    cfg = small_home
+    assert train(cfg, instance).success  # v1
+    reg = registry_for(cfg)
+    v2 = _interrupted_registration(cfg, instance, seed=21)
+    assert reg.get(v2).status == "registered" and reg.champion().version == "1"  # type: ignore[union-attr]
+    # Run again on the same records, champion_model completes it.
+    assert _click(cfg, instance, ["champion_model"]).success
+    assert reg.get(v2).status == "champion"
+    # Left behind by a newer model instead, it is closed as failed, and status says so.
+    v3 = _interrupted_registration(cfg, instance, seed=22)
+    assert train(cfg, instance, {"force": True, "seed": 23}, min_map50=0.0).success
+    assert reg.get(v3).status == "failed"
+    assert {"version": v3, "status": "failed"}.items() <= next(
+        m for m in collect_status(cfg)["models"] if m["version"] == v3
+    ).items()
+    assert (
+        reg.history()[-2]["action"] == "registration_failed" and reg.history()[-2]["version"] == v3
+    )
