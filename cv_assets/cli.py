@@ -75,7 +75,7 @@ def _promote(args: argparse.Namespace) -> int:
     try:
         if args.command == "promote":
             target = reg.get(args.version)
-            if target.status not in ("pending_approval", "archived", "registered"):
+            if target.status not in ("pending_approval", "archived", "registered", "failed"):
                 raise RegistryError(f"version {args.version} is {target.status}; cannot promote")
             e = reg.promote(args.version, who, args.reason or "manual approval", action="approve")
         else:
@@ -199,12 +199,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Where the platform is told URIs that may carry credentials (a database password, a signed URL).
+URI_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ARTIFACT_ROOT",
+    "MLFLOW_UI_URL",
+    "CV_ASSETS_S3_ROOT",
+    "CV_ASSETS_LANDING",
+    "CV_ASSETS_ARTIFACTS",
+    "CV_ASSETS_S3_ENDPOINT_URL",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from cv_assets.lib.secrets import mask_secrets_in
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (ValueError, OSError) as e:
-        print(f"cv-assets {args.command}: error: {e}", file=sys.stderr)
+        # A library's message may echo a configured URI, password included: mask it here too.
+        said = mask_secrets_in(str(e), [os.environ.get(v) for v in URI_VARIABLES])
+        print(f"cv-assets {args.command}: error: {said}", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,8 @@
 
 Versions (the pins that must move in lockstep), offline readiness (nothing may download at run
 time) and storage (landing zone, artifact store, Dagster home, MLflow) each get a PASS, WARN or
-FAIL line with what to do about it.
+FAIL line with what to do about it. A tracking server that does not answer is a FAIL within
+seconds, and the other checks still run; URIs are shown with their credentials masked.
 """
 
 import os
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from cv_assets.lib import tracking
+from cv_assets.lib.secrets import mask_secrets_in, mask_uri
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.store import ArtifactStore
 
@@ -95,15 +98,17 @@ def check_offline() -> list[Check]:
 def check_storage(cfg: PlatformConfig) -> list[Check]:
     out = []
     for what, root in (("landing zone", cfg.landing_root), ("artifact store", cfg.artifacts_root)):
+        shown = mask_uri(root)
         try:
             store = ArtifactStore(root, cfg.s3_endpoint_url)
             key = f".doctor/{uuid.uuid4().hex}"
             store.put_bytes(key, b"ok")
             assert store.get_bytes(key) == b"ok"
             store.delete(key)
-            out.append(Check("PASS", what, f"{root} is writable"))
+            out.append(Check("PASS", what, f"{shown} is writable"))
         except Exception as e:  # any backend error is a finding, not a crash
-            out.append(Check("FAIL", what, f"{root}: {type(e).__name__}: {e}"))
+            said = mask_secrets_in(str(e), [root, cfg.s3_endpoint_url])
+            out.append(Check("FAIL", what, f"{shown}: {type(e).__name__}: {said}"))
     dy = cfg.dagster_home / "dagster.yaml"
     missing = f"{dy} missing: `make ui` or `make demo` creates it"
     out.append(
@@ -111,14 +116,24 @@ def check_storage(cfg: PlatformConfig) -> list[Check]:
             "PASS" if dy.is_file() else "WARN", "Dagster home", f"{dy}" if dy.is_file() else missing
         )
     )
-    uri = cfg.mlflow_tracking_uri
+    return [*out, check_tracking(cfg.mlflow_tracking_uri)]
+
+
+def check_tracking(uri: str) -> Check:
+    """The tracking store: a writable folder for SQLite, a server that answers within seconds
+    otherwise. The URI is shown masked: a password in it never reaches the screen."""
+    shown = mask_uri(uri)
     if uri.startswith("sqlite:///"):
         parent = Path(uri.removeprefix("sqlite:///")).parent
         ok = parent.is_dir() and os.access(parent, os.W_OK)
-        out.append(Check("PASS" if ok else "FAIL", "MLflow tracking", f"{uri}"))
-    else:
-        out.append(Check("PASS", "MLflow tracking", f"{uri} (reachability checked at first use)"))
-    return out
+        return Check("PASS" if ok else "FAIL", "MLflow tracking", shown)
+    try:
+        where = tracking.check_reachable(uri)
+    except tracking.TrackingUnavailable as e:
+        return Check("FAIL", "MLflow tracking", str(e))
+    if where is None:
+        return Check("PASS", "MLflow tracking", f"{shown} (checked at first use)")
+    return Check("PASS", "MLflow tracking", f"{shown} (a server accepts connections at {where})")
 
 
 def run_doctor(cfg: PlatformConfig | None = None) -> list[Check]:

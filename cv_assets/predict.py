@@ -4,17 +4,51 @@ The champion is found through the registry's published pointer (``registry/champ
 which is rewritten whenever the alias moves, so this never imports MLflow either: it starts in
 well under a second. Each image is handled on its own: a file that cannot be read gets an error
 entry naming it, the others still get detections, and the exit status says something failed.
+A model file that cannot be loaded (missing, not ONNX, truncated, external data outside its
+folder, not a detector) is one line, ``cannot load model PATH: <reason>``, never a traceback.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cv_assets.lib.onnx_detect import OnnxDetector
 
 
 class ModelNotFound(ValueError):
-    pass
+    """No model to load: no champion, no such format, or a file that cannot be loaded."""
+
+
+def _reason(e: BaseException) -> str:
+    """onnxruntime's message on one line, without its ``[ONNXRuntimeError] : 1 : FAIL :`` head."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+
+
+def load_detector(path: Path) -> OnnxDetector:
+    """An ``OnnxDetector`` of ``path``, or ``ModelNotFound("cannot load model PATH: why")``.
+
+    onnxruntime refuses what it cannot run (a truncated file, an external-data location that
+    leaves the model's folder) with its own exception types, none of them ``OSError``; any of
+    them, and a file that loads but is not a detector, is the same one-line refusal.
+    """
+    from cv_assets.lib.onnx_detect import OnnxDetector
+
+    try:
+        det = OnnxDetector(path)
+        out = det.session.get_outputs()[0].shape
+        if len(det.session.get_inputs()[0].shape) != 4 or len(out) != 3:
+            raise ValueError(
+                f"not a detector: expects input (1, 3, size, size) and output "
+                f"(1, 4 + classes, anchors), has output {out}"
+            )
+    except Exception as e:  # onnxruntime's errors derive from Exception only
+        raise ModelNotFound(f"cannot load model {path}: {_reason(e)}") from None
+    return det
 
 
 def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
@@ -23,7 +57,7 @@ def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
         path = Path(model)
         if not path.is_file():
             raise ModelNotFound(
-                f"{model}: no such model file (give an .onnx/.ort path or 'champion')"
+                f"cannot load model {model}: no such file (give an .onnx/.ort path or 'champion')"
             )
         return path, {"source": str(path)}
     from cv_assets.lib.registry import URI_TAGS, read_champion
@@ -57,10 +91,10 @@ def predict(
     model: str, images: list[str], fmt: str = "app", conf: float = 0.25, iou: float = 0.7
 ) -> tuple[dict[str, Any], int]:
     """The JSON document ``predict`` prints, and the number of images that failed."""
-    from cv_assets.lib.onnx_detect import ImageUnreadable, OnnxDetector, read_image
+    from cv_assets.lib.onnx_detect import ImageUnreadable, read_image
 
     path, info = resolve_model(model, fmt)
-    det = OnnxDetector(path)
+    det = load_detector(path)
     names = det.class_names
     results, failed = [], 0
     for p in images:
@@ -72,8 +106,12 @@ def predict(
             results.append({"image": p, "error": str(e)})
             continue
         h, w = img.shape[:2]
+        try:
+            found = det.detect(img, conf=conf, iou=iou).tolist()
+        except Exception as e:  # a model that loads but cannot run: the model's fault, not p's
+            raise ModelNotFound(f"cannot run model {path} on {p}: {_reason(e)}") from None
         boxes = []
-        for x1, y1, x2, y2, c, k in det.detect(img, conf=conf, iou=iou).tolist():
+        for x1, y1, x2, y2, c, k in found:
             boxes.append({
                 "class_id": int(k),
                 "class": names[int(k)] if int(k) < len(names) else str(int(k)),

@@ -10,8 +10,12 @@ corrections of the labels they had, and the next dataset version carries the new
 
 import argparse
 import csv
+import errno
 import io
 import json
+import os
+import stat
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +23,7 @@ from typing import Any
 from cv_assets.lib.settings import PlatformConfig
 
 EXPORT_RECORD = "review.json"
+REVIEWED = ("images", "labels")  # the subfolders import reads; the others are for the reviewer
 QUEUE_ASSET = "review_queue"
 README = """\
 Review of batch {batch} (champion v{version}): {items} items on {images} images.
@@ -150,36 +155,151 @@ def export_review(
     return f"{len(table)} items on {len(labels)} images of {batch_id} -> {out} (see README.txt)"
 
 
+# Only regular files are read, each opened without following a link, relative to its folder's
+# descriptor: a link (or a folder swapped for one while this runs) can never bring in a file from
+# elsewhere. Non-blocking, so that a FIFO can never hang the import.
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+LINK_RULE = "review import reads only regular files inside the folder and never follows a link"
+
+
+@dataclass
+class ReviewFolder:
+    """What ``review import`` read from a folder: bytes of regular files, each read once."""
+
+    record: bytes | None = None  # review.json
+    files: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sub -> name -> bytes
+    unexpected: list[str] = field(default_factory=list)  # harmless, but not a file: a folder
+    refusals: list[str] = field(default_factory=list)  # links, FIFOs, devices: never read
+
+
+def _link_or_special(rel: str, dir_fd: int, name: str, mode: int) -> str | None:
+    """The refusal of an entry that is a link, FIFO, socket or device; None for a file or folder."""
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError:
+            target = "?"
+        return f"{rel}: symbolic link (to {target}); {LINK_RULE} [symlink]"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = (
+        "FIFO"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "special file"
+    )
+    return f"{rel}: a {kind}, not a regular file; {LINK_RULE} [not_a_regular_file]"
+
+
+def _read_regular(dir_fd: int, name: str, rel: str, before: os.stat_result) -> bytes:
+    """The bytes of the regular file ``before`` described; refused if it changed into a link."""
+    try:
+        fd = os.open(name, _OPEN_FILE, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # became a link since it was looked at
+            raise ReviewCliError(f"{rel}: symbolic link; {LINK_RULE} [symlink]", 2) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (
+            before.st_dev,
+            before.st_ino,
+        ):
+            raise ReviewCliError(f"{rel}: changed while being read; {LINK_RULE}", 2)
+        return f.read()
+
+
+def read_review_folder(folder: Path) -> ReviewFolder:
+    """``review.json`` and the files directly in ``images/`` and ``labels/``, links refused.
+
+    Entries whose name starts with "." (editors' swap and lock files) are skipped unread.
+    """
+    out = ReviewFolder()
+    try:
+        root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ReviewCliError(f"{folder}: cannot open the folder ({e.strerror})", 2) from None
+    try:
+        names = set(os.listdir(root))
+        for name in sorted(names & {EXPORT_RECORD, *REVIEWED}):
+            st = os.stat(name, dir_fd=root, follow_symlinks=False)
+            if refusal := _link_or_special(name, root, name, st.st_mode):
+                out.refusals.append(refusal)
+            elif name == EXPORT_RECORD and stat.S_ISREG(st.st_mode):
+                out.record = _read_regular(root, name, name, st)
+            elif name in REVIEWED and stat.S_ISDIR(st.st_mode):
+                out.files[name] = _read_subfolder(root, name, out)
+            else:
+                out.unexpected.append(name)
+    finally:
+        os.close(root)
+    return out
+
+
+def _read_subfolder(root: int, sub: str, out: ReviewFolder) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    try:
+        dfd = os.open(sub, _OPEN_DIR, dir_fd=root)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # became a link since it was looked at
+            out.refusals.append(f"{sub}: symbolic link; {LINK_RULE} [symlink]")
+            return found
+        raise
+    try:
+        for name in sorted(os.listdir(dfd)):
+            if name.startswith("."):
+                continue
+            rel = f"{sub}/{name}"
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if refusal := _link_or_special(rel, dfd, name, st.st_mode):
+                out.refusals.append(refusal)
+            elif stat.S_ISDIR(st.st_mode):
+                out.unexpected.append(rel)
+            else:
+                found[name] = _read_regular(dfd, name, rel, st)
+    finally:
+        os.close(dfd)
+    return found
+
+
 def _problems(
-    folder: Path, classes: list[str]
-) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
-    """Images and labels by stem, and every problem found, each naming file, line and rule."""
+    folder: ReviewFolder, classes: list[str]
+) -> tuple[dict[str, str], dict[str, bytes], list[str]]:
+    """Image names and label bytes by stem, and every problem, each naming file, line and rule."""
     from cv_assets.lib.intake import IMAGE_EXTS, is_portable_path
     from cv_assets.lib.labels import label_table, parse_label_file, validate_labels
 
-    images: dict[str, Path] = {}
-    labels: dict[str, Path] = {}
-    problems: list[str] = []
-    for sub, exts, found in (("images", IMAGE_EXTS, images), ("labels", {".txt"}, labels)):
-        for p in sorted((folder / sub).iterdir()) if (folder / sub).is_dir() else []:
-            if p.name.startswith("."):  # editors' swap and lock files
-                continue
-            rel = f"{sub}/{p.name}"
-            if not p.is_file() or p.suffix.lower() not in exts or not is_portable_path(rel):
+    images: dict[str, str] = {}
+    labels: dict[str, bytes] = {}
+    label_names: dict[str, str] = {}
+    problems = [
+        f"{rel}: unexpected file (expected {rel.split('/')[0]}/<stem>) [unexpected_file]"
+        for rel in folder.unexpected
+    ]
+    for sub, exts in (("images", IMAGE_EXTS), ("labels", {".txt"})):
+        for name, data in folder.files.get(sub, {}).items():
+            rel, p = f"{sub}/{name}", PurePosixPath(name)
+            if p.suffix.lower() not in exts or not is_portable_path(rel):
                 problems.append(f"{rel}: unexpected file (expected {sub}/<stem>) [unexpected_file]")
+            elif sub == "images":
+                images[p.stem] = name
             else:
-                found[p.stem] = p
+                labels[p.stem], label_names[p.stem] = data, name
     problems += [
-        f"images/{p.name}: no label file labels/{s}.txt [missing_label]"
-        for s, p in images.items()
+        f"images/{n}: no label file labels/{s}.txt [missing_label]"
+        for s, n in images.items()
         if s not in labels
     ]
     problems += [
-        f"labels/{p.name}: no image images/{s}.* [label_without_image]"
-        for s, p in labels.items()
+        f"labels/{label_names[s]}: no image images/{s}.* [label_without_image]"
+        for s in labels
         if s not in images
     ]
-    parsed = [parse_label_file(f"labels/{p.name}", p.read_bytes()) for p in labels.values()]
+    parsed = [parse_label_file(f"labels/{label_names[s]}", d) for s, d in labels.items()]
     problems += [f"{f.unreadable} [label_not_utf8]" for f in parsed if f.unreadable]
     errors = validate_labels(label_table(f for f in parsed if not f.unreadable), classes)
     problems += [f"{e.message} [{e.rule}]" for e in errors]
@@ -189,19 +309,32 @@ def _problems(
 def import_review(
     cfg: PlatformConfig, folder: Path, batch_id: str | None = None, now: datetime | None = None
 ) -> str:
-    """Validate an edited review folder and land it as a correction batch; what to tell the user."""
+    """Validate an edited review folder and land it as a correction batch; what to tell the user.
+
+    Links (to a file, or an ``images/`` or ``labels/`` folder that is a link), FIFOs and devices
+    are refused with exit status 2 before any label is looked at: a correction batch skips
+    intake's duplicate check, so it must hold only what the reviewer's folder itself holds.
+    """
     from cv_assets.lib.intake import CORRECTION_SOURCE_PREFIX
     from cv_assets.lib.landing import BATCH_ID_RE, MARKER, is_valid_batch_id
 
+    read = read_review_folder(folder)
+    if read.refusals:
+        raise ReviewCliError(
+            "\n".join(read.refusals)
+            + f"\n{len(read.refusals)} link(s) or special file(s) in {folder}; nothing was landed",
+            2,
+        )
     try:
-        record = json.loads((folder / EXPORT_RECORD).read_text())
-    except (OSError, ValueError):
+        record = json.loads(read.record or b"")
+        orig = str(record["batch_id"])
+    except (ValueError, TypeError, KeyError):
         raise ReviewCliError(
             f"{folder}: no readable {EXPORT_RECORD}; expected a folder written by "
             "`cv-assets review export`",
             2,
         ) from None
-    images, labels, problems = _problems(folder, list(cfg.classes))
+    images, labels, problems = _problems(read, list(cfg.classes))
     if problems:
         raise ReviewCliError(
             "\n".join(problems) + f"\n{len(problems)} problem(s) in {folder}; nothing was landed",
@@ -209,16 +342,16 @@ def import_review(
         )
     if not images:
         raise ReviewCliError(f"{folder}: no images to send; nothing was landed", 1)
-    orig, now = str(record["batch_id"]), now or datetime.now(UTC)
+    now = now or datetime.now(UTC)
     bid = batch_id or f"{orig}-review-{now:%Y%m%d%H%M%S}"
     if not is_valid_batch_id(bid):
         raise ReviewCliError(f"{bid!r} is not a valid batch id ({BATCH_ID_RE.pattern})", 2)
     zone = _store(cfg, cfg.landing_root)
     if zone.list(f"{bid}/"):
         raise ReviewCliError(f"batch {bid!r} is already in the landing zone; use --batch-id", 2)
-    for stem, p in images.items():
-        zone.put_bytes(f"{bid}/images/{p.name}", p.read_bytes())
-        zone.put_bytes(f"{bid}/labels/{stem}.txt", labels[stem].read_bytes())
+    for stem, name in images.items():  # the bytes validated above, not a second read
+        zone.put_bytes(f"{bid}/images/{name}", read.files["images"][name])
+        zone.put_bytes(f"{bid}/labels/{stem}.txt", labels[stem])
     source = f"{CORRECTION_SOURCE_PREFIX}{orig}"
     marker = {
         "batch_id": bid,
@@ -228,8 +361,8 @@ def import_review(
     }
     # Written last: its presence is what makes the batch complete for the landing sensor.
     zone.put_bytes(f"{bid}/{MARKER}", json.dumps(marker, indent=1).encode())
-    before = record.get("labels", {})
-    changed = sum(before.get(s) != p.read_text() for s, p in labels.items())
+    before = record.get("labels", {}) if isinstance(record, dict) else {}
+    changed = sum(before.get(s) != data.decode("utf-8-sig") for s, data in labels.items())
     return (
         f"landed {len(images)} images ({changed} with changed labels) as batch {bid} "
         f"({source}) at {zone.uri(bid)}; intake accepts them as corrections"

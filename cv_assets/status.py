@@ -200,7 +200,10 @@ def evaluations_section(instance: dg.DagsterInstance, limit: int = 10) -> list[d
 
 
 def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows. Raises ``tracking.TrackingUnavailable`` (naming the masked
+    URI) within seconds when the tracking server does not answer, not after MLflow's retries."""
     cfg = cfg or PlatformConfig.from_env()
+    tracking.check_reachable(cfg.mlflow_tracking_uri)
     instance = open_instance(cfg)
     reg = registry_for(cfg)
     try:

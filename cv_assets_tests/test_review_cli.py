@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
+from cv_assets_tests.conftest import land
 from cv_assets_tests.defs.conftest import QUIET, ingest, train
 from cv_assets_tests.defs.monitoring.test_review_queue import (
     land_corrupted_batch,
@@ -118,3 +120,101 @@ def test_import_of_a_folder_that_is_not_an_export_is_refused(cfg, tmp_path):
     (tmp_path / "labels").mkdir()
     out = cli("review", "import", str(tmp_path))
     assert out.returncode == 2 and "review.json" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- links and special files: review import reads only the folder's own regular files -------
+
+
+def review_folder(cfg, tmp_path: Path) -> tuple[Path, Path]:
+    """A review folder as ``review export`` writes it, for two images of a landed batch (the
+    others stay outside it), and that batch's folder in the landing zone."""
+    (s,) = land(cfg, images=4, size=64)
+    out = tmp_path / "review"
+    images = sorted((s.path / "images").iterdir())[:2]
+    labels = {p.stem: (s.path / "labels" / f"{p.stem}.txt").read_text() for p in images}
+    for sub in ("images", "labels", "predictions", "crops"):
+        (out / sub).mkdir(parents=True)
+    for p in images:
+        shutil.copy(p, out / "images" / p.name)
+        (out / "labels" / f"{p.stem}.txt").write_text(labels[p.stem])
+    record = {"batch_id": s.batch_id, "champion_version": "1", "labels": labels}
+    (out / "review.json").write_text(json.dumps(record))
+    return out, s.path
+
+
+def _swap_for_link(path: Path, target: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    path.symlink_to(target)
+
+
+def plant(kind: str, out: Path, batch: Path) -> str:
+    """Plant one attack in the review folder; returns the entry the refusal must name."""
+    outside = sorted((batch / "images").iterdir())[-1]  # landed, and not under review
+    if kind == "image_symlink":  # a new image whose bytes come from elsewhere
+        (out / "images" / outside.name).symlink_to(outside)
+        shutil.copy(batch / "labels" / f"{outside.stem}.txt", out / "labels")
+        return f"images/{outside.name}: symbolic link (to {outside})"
+    if kind == "label_symlink":
+        label = next((out / "labels").iterdir())
+        target = batch / "labels" / f"{outside.stem}.txt"
+        _swap_for_link(label, target)
+        return f"labels/{label.name}: symbolic link (to {target})"
+    if kind == "images_folder_symlink":  # the whole batch's images through one link
+        _swap_for_link(out / "images", batch / "images")
+        return f"images: symbolic link (to {batch / 'images'})"
+    if kind == "labels_folder_symlink":
+        _swap_for_link(out / "labels", batch / "labels")
+        return f"labels: symbolic link (to {batch / 'labels'})"
+    if kind == "record_symlink":
+        record = out.parent / "elsewhere.json"
+        record.write_text((out / "review.json").read_text())
+        _swap_for_link(out / "review.json", record)
+        return f"review.json: symbolic link (to {record})"
+    if kind == "fifo":  # reading it would block forever
+        os.mkfifo(out / "images" / "pipe.jpg")
+        return "images/pipe.jpg: a FIFO, not a regular file"
+    raise AssertionError(kind)
+
+
+ATTACKS = [
+    "image_symlink",
+    "label_symlink",
+    "images_folder_symlink",
+    "labels_folder_symlink",
+    "record_symlink",
+    "fifo",
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kind", ATTACKS)
+def test_import_refuses_links_and_special_files_and_lands_nothing(cfg, tmp_path, kind):
+    out, batch = review_folder(cfg, tmp_path)
+    named = plant(kind, out, batch)
+    refused = cli("review", "import", str(out))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stdout == ""
+    assert named in refused.stderr
+    rule = "[not_a_regular_file]" if kind == "fifo" else "[symlink]"
+    assert rule in refused.stderr and "never follows a link" in refused.stderr
+    assert "nothing was landed" in refused.stderr
+    assert [p.name for p in Path(cfg.landing_root).iterdir()] == [batch.name]
+
+
+@pytest.mark.unit
+def test_import_lands_exactly_the_bytes_of_the_folders_own_files(cfg, tmp_path):
+    out, batch = review_folder(cfg, tmp_path)
+    (out / "images" / ".swap.jpg").symlink_to(batch / "images")  # an editor's: never read
+    (out / "predictions" / "extra.txt").symlink_to(batch / "batch.json")  # import skips it
+    done = cli("review", "import", str(out), "--batch-id", "fixes-1")
+    assert done.returncode == 0, done.stderr
+    assert "landed 2 images (0 with changed labels) as batch fixes-1" in done.stdout
+    landed = Path(cfg.landing_root) / "fixes-1"
+    for sub in ("images", "labels"):
+        mine = {p.name: p.read_bytes() for p in (out / sub).iterdir() if p.is_file()}
+        mine = {n: b for n, b in mine.items() if not n.startswith(".")}
+        assert {p.name: p.read_bytes() for p in (landed / sub).iterdir()} == mine
+    assert json.loads((landed / "batch.json").read_text())["source"] == f"review:{batch.name}"

@@ -256,7 +256,9 @@ def log_detector_model(
     except Exception as e:
         if tracking.is_missing(e):
             raise ValueError(f"MLflow at {c.tracking_uri} has no run {run_id}") from None
-        raise tracking.unavailable(c, e, f"logging the model of run {run_id}") from e
+        raise tracking.unavailable(
+            c, e, f"logging the model of run {run_id}"
+        ) from None  # the cause echoes the URI unmasked
     try:
         with tempfile.TemporaryDirectory(prefix="cv_assets_model_") as tmp:
             target = Path(tmp) / "model"
@@ -285,7 +287,9 @@ def log_detector_model(
     except BaseException as e:
         _mark_failed(c, lm.model_id)
         if isinstance(e, MlflowException):
-            raise tracking.unavailable(c, e, f"logging model {lm.model_id}") from e
+            raise tracking.unavailable(
+                c, e, f"logging model {lm.model_id}"
+            ) from None  # the cause echoes the URI unmasked
         raise
     return f"models:/{lm.model_id}"
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cv_assets.lib import tracking
+from cv_assets.lib.secrets import mask_uri
 from cv_assets.lib.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ class Registry:
                 lm = self.c.get_logged_model(model_id)
             except Exception as e:
                 if not tracking.is_missing(e):
-                    raise tracking.unavailable(self.c, e, f"reading model {model_id}") from e
+                    raise tracking.unavailable(
+                        self.c, e, f"reading model {model_id}"
+                    ) from None  # the cause echoes the URI unmasked
             else:
                 latest = {}
                 for m in sorted(lm.metrics or [], key=lambda m: (m.step, m.timestamp)):
@@ -107,7 +110,9 @@ class Registry:
                 run = self.c.get_run(mv.run_id).data.metrics
             except Exception as e:
                 if not tracking.is_missing(e):
-                    raise tracking.unavailable(self.c, e, f"reading run {mv.run_id}") from e
+                    raise tracking.unavailable(
+                        self.c, e, f"reading run {mv.run_id}"
+                    ) from None  # the cause echoes the URI unmasked
                 run = {}
             for k in METRIC_KEYS:
                 if k not in found and (v := run.get(f"test_{k}", run.get(k))) is not None:
@@ -147,13 +152,17 @@ class Registry:
         except Exception as e:
             if tracking.is_missing(e):
                 return None
-            raise tracking.unavailable(self.c, e, f"reading registered model {self.name}") from e
+            raise tracking.unavailable(
+                self.c, e, f"reading registered model {self.name}"
+            ) from None  # the cause echoes the URI unmasked
 
     def _raw_versions(self) -> list[Any]:
         try:
             return list(self.c.search_model_versions(f"name='{self.name}'"))
         except Exception as e:
-            raise tracking.unavailable(self.c, e, f"listing versions of {self.name}") from e
+            raise tracking.unavailable(
+                self.c, e, f"listing versions of {self.name}"
+            ) from None  # the cause echoes the URI unmasked
 
     def versions(self) -> list[ModelVersion]:
         """Every version, oldest first; ``[]`` when nothing is registered yet."""
@@ -169,7 +178,9 @@ class Registry:
                 isinstance(e, MlflowException) and e.error_code == "INVALID_PARAMETER_VALUE"
             ):
                 raise RegistryError(f"model {self.name} has no version {version}") from None
-            raise tracking.unavailable(self.c, e, f"reading {self.name} v{version}") from e
+            raise tracking.unavailable(
+                self.c, e, f"reading {self.name} v{version}"
+            ) from None  # the cause echoes the URI unmasked
         return self._info(mv)
 
     def champion(self) -> ModelVersion | None:
@@ -222,7 +233,9 @@ class Registry:
             except Exception as e:
                 # Another run may have created it since the probe: that one is as good.
                 if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
-                    raise tracking.unavailable(self.c, e, f"creating {self.name}") from e
+                    raise tracking.unavailable(
+                        self.c, e, f"creating {self.name}"
+                    ) from None  # the cause echoes the URI unmasked
         try:
             # The logged model's own files (what ``models:/<model_id>`` resolves to), given as
             # the source, and a run id: MLflow's SQL registry would otherwise look the model up
@@ -235,10 +248,12 @@ class Registry:
                 self._drop_if_empty()
             if tracking.answered(e):
                 raise RegistryError(
-                    f"MLflow at {self.c.tracking_uri} refused a version of {self.name} "
+                    f"MLflow at {mask_uri(self.c.tracking_uri)} refused a version of {self.name} "
                     f"for weights {sha}: {e}"
                 ) from e
-            raise tracking.unavailable(self.c, e, f"registering a version of {self.name}") from e
+            raise tracking.unavailable(
+                self.c, e, f"registering a version of {self.name}"
+            ) from None  # the cause echoes the URI unmasked
         if model_id:
             self._link(model_id, str(mv.version))
         return self.get(str(mv.version))
@@ -251,9 +266,11 @@ class Registry:
         except Exception as e:
             if tracking.is_missing(e):
                 raise RegistryError(
-                    f"models:/{model_id}: no such logged model at {self.c.tracking_uri}"
+                    f"models:/{model_id}: no such logged model at {mask_uri(self.c.tracking_uri)}"
                 ) from None
-            raise tracking.unavailable(self.c, e, f"reading model {model_id}") from e
+            raise tracking.unavailable(
+                self.c, e, f"reading model {model_id}"
+            ) from None  # the cause echoes the URI unmasked
         if lm.status != LoggedModelStatus.READY:
             raise RegistryError(
                 f"models:/{model_id} is {lm.status}, not READY: it was not logged completely; "

@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cv_assets.lib.secrets import mask_secrets_in, mask_uri
+
 # Fail fast and name the server; the asset's retry policy decides about trying again.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -42,13 +44,62 @@ def is_missing(e: BaseException) -> bool:
 
 
 def unavailable(c: Any, e: BaseException, doing: str = "") -> TrackingUnavailable:
-    """``e`` (raised by the client ``c`` while ``doing``) as an error that names the server."""
+    """``e`` (raised by the client ``c`` while ``doing``) as an error that names the server.
+
+    The URI is masked (``user:***@host``), and so is ``e``'s text: MLflow echoes the URL it was
+    given, password included, in its own messages.
+    """
+    uri = c.tracking_uri
+    said = mask_secrets_in(str(e), [uri])
     if answered(e):
-        return TrackingUnavailable(f"MLflow tracking at {c.tracking_uri} refused {doing}: {e}")
+        return TrackingUnavailable(f"MLflow tracking at {mask_uri(uri)} refused {doing}: {said}")
     what = f" ({doing})" if doing else ""
     return TrackingUnavailable(
-        f"MLflow tracking at {c.tracking_uri} is unreachable{what}: {type(e).__name__}: {e}"
+        f"MLflow tracking at {mask_uri(uri)} is unreachable{what}: {type(e).__name__}: {said}"
     )
+
+
+# Default ports of the tracking URIs that name a server; other schemes (sqlite, file, a local
+# path, databricks) are not probed.
+SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "mysql": 3306}
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 3.0) -> str | None:
+    """Raise ``TrackingUnavailable`` unless something accepts a TCP connection at the server the
+    URI names, within ``timeout_s``; returns ``host:port`` (``None`` for a local store).
+
+    MLflow's own client would retry with backoff and a long timeout per try before saying
+    anything; a command that only reads (``status``, ``doctor``) asks this first and fails in
+    seconds, naming the (masked) URI.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    # Parsed from the masked form: a raw "/" in a password would otherwise split the URI wrong.
+    parts = urlsplit(mask_uri(tracking_uri))
+    default = SERVER_PORTS.get(parts.scheme.lower().split("+", 1)[0])
+    if default is None or not parts.hostname:
+        return None
+    try:
+        port = parts.port or default
+    except ValueError:
+        raise TrackingUnavailable(
+            f"MLflow tracking at {mask_uri(tracking_uri)}: the port is not a number"
+        ) from None
+    where = f"{parts.hostname}:{port}"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return where
+    except OSError as e:
+        why = (
+            f"no answer within {timeout_s:g} s"
+            if isinstance(e, TimeoutError)
+            else f"{type(e).__name__}: {e}"
+        )
+        raise TrackingUnavailable(
+            f"MLflow tracking at {mask_uri(tracking_uri)} is unreachable: nothing accepted a "
+            f"connection at {where} ({why}); start the server or set MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def client(tracking_uri: str) -> Any:
@@ -69,7 +120,7 @@ def experiment_id(c: Any, name: str = EXPERIMENT, artifact_location: str | None 
             return exp.experiment_id
         return c.create_experiment(name, artifact_location=artifact_location)
     except Exception as e:  # mlflow raises many types for "cannot reach the store"
-        raise unavailable(c, e, f"opening experiment {name}") from e
+        raise unavailable(c, e, f"opening experiment {name}") from None  # the cause echoes the URI
 
 
 def start_run(c: Any, run_name: str, tags: Mapping[str, str], parent: str | None = None) -> str:
