@@ -18,6 +18,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ALLOWED_FORMATS = {"JPEG", "PNG"}
 EXIF_ORIENTATION = 0x0112
+# What PIL raises (ValueError) when a PNG text or ICC chunk inflates past its limits
+# (PngImagePlugin.MAX_TEXT_CHUNK, MAX_TEXT_MEMORY): a small file that would expand to gigabytes.
+METADATA_BOMB_SIGNS = ("Decompressed data too large", "Too much memory used in text chunks")
 
 
 class ImageRejected(Exception):
@@ -25,6 +28,31 @@ class ImageRejected(Exception):
         super().__init__(message)
         self.rule = rule
         self.message = message
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more)"
+
+
+def rejection(path: str, exc: BaseException, doing: str = "decoded") -> ImageRejected:
+    """Any exception the decoder (or a conversion after it) raised, as a quarantine reason.
+
+    A hostile file can make PIL raise nearly anything (``ValueError``, ``OSError``,
+    ``SyntaxError``, ``struct.error``, ``MemoryError``...); intake never lets one of them fail the
+    batch. Metadata bombs and pixel bombs keep their own rules; the rest is ``corrupt_image``.
+    """
+    text = _clip(str(exc))
+    if isinstance(exc, ValueError) and any(sign in text for sign in METADATA_BOMB_SIGNS):
+        return ImageRejected(
+            "metadata_bomb",
+            f"{path}: a compressed metadata chunk (text or ICC profile) inflates past the "
+            f"decoder's limit; not decoded ({text})",
+        )
+    if isinstance(exc, Image.DecompressionBombError):
+        return ImageRejected("decompression_bomb", f"{path}: {text}; not decoded")
+    return ImageRejected(
+        "corrupt_image", f"{path}: cannot be {doing} ({type(exc).__name__}: {text})"
+    )
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,8 @@ def decode_image(path: str, data: bytes, limits: ImageLimits) -> DecodedImage:
         raise ImageRejected(
             "not_an_image", f"{path}: not an image (no JPEG or PNG header)"
         ) from None
+    except Exception as e:  # chunks read while opening: text/ICC bombs, broken headers
+        raise rejection(path, e, "opened") from None
     w, h = img.size
     if w * h > limits.max_pixels:
         raise ImageRejected(
@@ -86,12 +116,13 @@ def decode_image(path: str, data: bytes, limits: ImageLimits) -> DecodedImage:
         raise ImageRejected("unsupported_format", f"{path}: format {img.format} is not JPEG or PNG")
     try:
         img.load()
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken streams
-        raise ImageRejected("corrupt_image", f"{path}: cannot be decoded fully ({e})") from None
+        raise rejection(path, e, "decoded fully") from None
     if w < 8 or h < 8:
         raise ImageRejected("too_small", f"{path}: {w}x{h} is smaller than 8x8")
     fmt = img.format
-    rotated = img.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+    rotated = orientation not in (1, None)
     passthrough = (
         fmt == "JPEG" and img.mode == "RGB" and not rotated and max(w, h) <= limits.max_side
     )

@@ -1,8 +1,11 @@
 """Intake of one landed batch: every file becomes an accepted sample or a quarantine row.
 
 Nothing is dropped: each landed item (an image, a label file with no image, or a stray file) ends
-up in exactly one of the two tables, so ``accepted + quarantined == landed`` always holds. Images
-are streamed one at a time: memory stays flat whatever the batch size.
+up in exactly one of the two tables, so ``accepted + quarantined == landed`` always holds. No
+single file can fail the batch: whatever a file's name, size or bytes make the decoder raise
+becomes a quarantine row naming the file and a rule. Only the store's own errors propagate (they
+are transient, and the step retries). Images are streamed one at a time: memory stays flat
+whatever the batch size.
 """
 
 from __future__ import annotations
@@ -18,26 +21,33 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from cv_assets.lib.images import (
+    DecodedImage,
     ImageLimits,
     ImageRejected,
     decode_image,
     image_stats,
+    rejection,
     standard_image_bytes,
 )
 from cv_assets.lib.labels import (
     LabelFile,
+    LabelLimits,
     canonical_label_text,
     label_table,
     parse_label_file,
     validate_labels,
 )
-from cv_assets.lib.landing import Manifest, ManifestEntry
+from cv_assets.lib.landing import Manifest, ManifestEntry, clip, display_name
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
 LABEL_EXTS = {".txt"}
-PORTABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+PORTABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+# A path component, and a whole path inside the batch, longer than this is not copied: the raw
+# copy's key must stay within every store's limit (S3 keys: 1,024 bytes, with the prefixes).
+MAX_NAME_CHARS = 200
+MAX_PATH_CHARS = 512
 # A batch whose batch.json source starts with this is a reviewed relabelling (cv-assets review
 # import): its images were seen before on purpose, and its labels supersede the earlier ones.
 CORRECTION_SOURCE_PREFIX = "review:"
@@ -59,9 +69,38 @@ class Item:
         return entry.path if entry else self.stem
 
 
+def name_problem(path: str) -> tuple[str, str] | None:
+    """``(rule, reason)`` when a landed name is unsafe to use as a path in the store, else None.
+
+    Names that are not UTF-8 (on Linux they arrive as surrogate escapes) are shown with ``\\xff``
+    escapes, so that the quarantine table, the logs and JSON can hold them.
+    """
+    parts = path.split("/")  # not PurePosixPath: it would hide "a//b" and "a/./b" in S3 keys
+    if len(path) <= MAX_PATH_CHARS and all(
+        len(p) <= MAX_NAME_CHARS and PORTABLE_NAME.fullmatch(p) for p in parts
+    ):
+        return None
+    shown = clip(display_name(path))
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "undecodable_name", (
+            f"{shown}: file name is not valid UTF-8 (bytes shown as \\x escapes); not copied"
+        )
+    longest = max((len(p) for p in parts), default=0)
+    if len(path) > MAX_PATH_CHARS or longest > MAX_NAME_CHARS:
+        return "name_too_long", (
+            f"{shown}: name too long ({len(path):,} characters, longest part {longest:,}; the "
+            f"limits are {MAX_NAME_CHARS} a part and {MAX_PATH_CHARS} in all); not copied"
+        )
+    return "non_portable_name", (
+        f"{clip(repr(path))}: file name is not portable (allowed: letters, digits, '.', '_', "
+        "'-'; no path separators or '..'); not copied"
+    )
+
+
 def is_portable_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return all(PORTABLE_NAME.fullmatch(p) and p not in (".", "..") for p in parts)
+    return name_problem(path) is None
 
 
 def plan_items(manifest: Manifest) -> list[Item]:
@@ -109,19 +148,30 @@ class IngestResult:
     def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
         return Counter(q["rule"] for q in self.quarantine).most_common(n)
 
+    def check_accounted(self) -> None:
+        """Raise unless every landed item is accepted or quarantined, exactly once."""
+        if self.accepted + len(self.quarantine) != self.landed:
+            raise RuntimeError(
+                f"intake lost track of items: {self.accepted} accepted + {len(self.quarantine)} "
+                f"quarantined != {self.landed} landed"
+            )
+
 
 def _entry_problem(item: Item) -> tuple[str, str] | None:
-    """Problems visible from the manifest alone (names, links, pairing)."""
+    """Problems visible from the manifest alone (names, links, unreadable files, pairing)."""
     for e in (item.image, item.label):
         if e is None:
             continue
-        if not is_portable_path(e.path):
-            return "non_portable_name", (
-                f"{e.path!r}: file name is not portable (allowed: letters, digits, '.', '_', '-'; "
-                "no path separators or '..'); not copied"
-            )
+        named = name_problem(e.path)
+        if named:
+            return named
         if e.kind == "symlink":
             return "symlink", f"{e.path}: symbolic link; links are never followed"
+        if e.kind == "unreadable":
+            return "unreadable", (
+                f"{e.path}: could not be read when the batch was copied (permissions, or a file "
+                "or folder gone or out of reach); not copied"
+            )
         if e.kind != "file":
             return "not_a_regular_file", f"{e.path}: not a regular file ({e.kind})"
     if item.kind == "stray":
@@ -177,6 +227,7 @@ def ingest_batch(
     classes: Sequence[str],
     limits: ImageLimits,
     link: Callable[[str, str], str] | None = None,
+    label_limits: LabelLimits | None = None,
 ) -> IngestResult:
     """Validate, standardise and measure every landed item of a batch.
 
@@ -188,20 +239,28 @@ def ingest_batch(
             its row names the sample it supersedes.
         link: stores a landed file unchanged under a key without re-writing its bytes (used for
             images already in standard form); falls back to ``write``.
+        label_limits: a label file over ``max_bytes`` is quarantined unread (``label_too_large``),
+            one with more than ``max_boxes`` lines unparsed (``too_many_boxes``).
     """
     t0 = time.perf_counter()
     res = IngestResult()
+    label_limits = label_limits or LabelLimits()
     items = plan_items(manifest)
     res.landed = len(items)
 
+    # Problems that need no image decode: names, kinds, pairing, label size and box count.
+    problems: dict[str, tuple[str, str]] = {}
     label_files: dict[str, LabelFile] = {}
     for it in items:
-        if it.kind == "sample" and it.label and _entry_problem(it) is None:
-            label_files[it.stem] = parse_label_file(it.label.path, read(it.label.path))
+        problem = _entry_problem(it)
+        if problem is None and it.label is not None:
+            problem = _label_problem(it.label, read, label_limits, label_files)
+        if problem is not None:
+            problems[it.path] = problem
     errors = validate_labels(label_table(label_files.values()), classes)
-    first_error: dict[str, str] = {}
+    first_error: dict[str, tuple[str, str]] = {}
     for err in errors:
-        first_error.setdefault(err.file, err.message)
+        first_error.setdefault(err.file, (err.rule, err.message))
     extra_errors = Counter(err.file for err in errors)
 
     accepted_here: dict[str, str] = {}
@@ -210,24 +269,29 @@ def ingest_batch(
 
     def quarantine(item: Item, rule: str, reason: str) -> None:
         res.quarantine.append(
-            {"item": item.path, "stem": item.stem, "rule": rule, "reason": reason}
+            {
+                "item": display_name(item.path),
+                "stem": display_name(item.stem),
+                "rule": rule,
+                "reason": reason,
+            }
         )
 
     for it in items:
-        problem = _entry_problem(it)
+        problem = problems.get(it.path)
         if problem:
             quarantine(it, *problem)
             continue
         assert it.image is not None and it.label is not None
-        lf = label_files[it.stem]
+        lf = label_files[it.label.path]
         if lf.unreadable:
             quarantine(it, "label_not_utf8", lf.unreadable)
             continue
         if it.label.path in first_error:
             n = extra_errors[it.label.path]
             more = f" (+{n - 1} more broken lines)" if n > 1 else ""
-            rule = next(e.rule for e in errors if e.file == it.label.path)
-            quarantine(it, rule, first_error[it.label.path] + more)
+            rule, message = first_error[it.label.path]
+            quarantine(it, rule, message + more)
             continue
         data = read(it.image.path)
         digest = hashlib.sha256(data).hexdigest() if data else ""
@@ -236,16 +300,20 @@ def ingest_batch(
             quarantine(it, "duplicate_image", f"{it.image.path}: same content as {owner}")
             continue
         try:
-            decoded = decode_image(it.image.path, data, limits)
+            decoded, std, stats = _standardise(it.image.path, data, limits, link is not None)
         except ImageRejected as rej:
+            quarantine(it, rej.rule, rej.message)
+            continue
+        except Exception as e:  # any decoder or conversion error is this file's, not the batch's
+            rej = rejection(it.image.path, e, "standardised")
             quarantine(it, rej.rule, rej.message)
             continue
         boxes = [r[3:] for r in lf.rows]
         std_key = f"images/{it.stem}.jpg"
-        if decoded.passthrough and link is not None:
+        if std is None and link is not None:
             image_uri = link(it.image.path, std_key)
         else:
-            image_uri = write(std_key, standard_image_bytes(decoded, data, limits))
+            image_uri = write(std_key, std if std is not None else data)
         label_text = canonical_label_text(boxes).encode()
         if link is not None and label_text == lf.raw:
             label_uri = link(it.label.path, f"labels/{it.stem}.txt")
@@ -272,12 +340,11 @@ def ingest_batch(
         res.features.append(
             {"batch_id": batch_id, "stem": it.stem, "sha256": digest}
             | {"width": float(decoded.width), "height": float(decoded.height)}
-            | image_stats(decoded.image)
+            | stats
             | box_features(boxes, decoded.width, decoded.height, classes)
         )
-        decoded.image.close()
     res.seconds = time.perf_counter() - t0
-    assert res.accepted + len(res.quarantine) == res.landed, "intake lost an item"
+    res.check_accounted()
     log.info(
         "%s: %d landed, %d accepted, %d quarantined in %.2fs",
         batch_id,
@@ -287,6 +354,53 @@ def ingest_batch(
         res.seconds,
     )
     return res
+
+
+def _standardise(
+    path: str, data: bytes, limits: ImageLimits, can_link: bool
+) -> tuple[DecodedImage, bytes | None, dict[str, float]]:
+    """One decode: the image, its standard bytes (None: keep the landed file) and its stats."""
+    decoded = decode_image(path, data, limits)
+    try:
+        keep = decoded.passthrough and can_link
+        std = None if keep else standard_image_bytes(decoded, data, limits)
+        return decoded, std, image_stats(decoded.image)
+    finally:
+        decoded.image.close()
+
+
+def _label_problem(
+    entry: ManifestEntry,
+    read: Callable[[str], bytes],
+    limits: LabelLimits,
+    parsed: dict[str, LabelFile],
+) -> tuple[str, str] | None:
+    """Size and box-count limits of a sample's label file, checked before parsing it.
+
+    A file that passes is parsed into ``parsed`` (by path) for the batch-wide validation.
+    """
+    if entry.size > limits.max_bytes:
+        return "label_too_large", (
+            f"{entry.path}: {entry.size:,} bytes exceeds the label file limit of "
+            f"{limits.max_bytes:,} (max_label_bytes); not parsed"
+        )
+    raw = read(entry.path)
+    if len(raw) > limits.max_bytes:
+        return "label_too_large", (
+            f"{entry.path}: {len(raw):,} bytes exceeds the label file limit of "
+            f"{limits.max_bytes:,} (max_label_bytes); not parsed"
+        )
+    try:
+        lf = parse_label_file(entry.path, raw, limits.max_boxes)
+    except Exception as e:  # parsing is total by design; a surprise is still this file's
+        return "unreadable", f"{entry.path}: cannot be parsed ({type(e).__name__}: {clip(str(e))})"
+    if lf.n_boxes > limits.max_boxes:
+        return "too_many_boxes", (
+            f"{entry.path}: {lf.n_boxes:,} boxes, more than the limit of {limits.max_boxes:,} "
+            "an image (max_boxes_per_image); not parsed"
+        )
+    parsed[entry.path] = lf
+    return None
 
 
 SAMPLE_COLUMNS = [

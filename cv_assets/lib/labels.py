@@ -96,13 +96,36 @@ def label_schema(n_classes: int) -> pa.DataFrameSchema:
 
 
 @dataclass(frozen=True)
+class LabelLimits:
+    """Bounds on one label file, checked before any line is parsed into numbers."""
+
+    max_bytes: int = 1024 * 1024
+    max_boxes: int = 1000
+
+
+@dataclass(frozen=True)
 class LabelFile:
-    """A label file's rows, or the reason it could not be read as text at all."""
+    """A label file's rows, or the reason it could not be read as text at all.
+
+    ``n_boxes`` counts its non-blank lines; when that exceeds the limit given to
+    ``parse_label_file``, ``rows`` is left empty (nothing was parsed).
+    """
 
     path: str
     rows: list[tuple[int, int, str, float, float, float, float, float]]
     unreadable: str | None = None
     raw: bytes = b""
+    n_boxes: int = 0
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more)"
+
+
+def _brief(names: Sequence[str], limit: int = 10) -> str:
+    more = len(names) - limit
+    tail = f", ... ({more:,} more)" if more > 0 else ""
+    return ", ".join(_clip(n) for n in names[:limit]) + tail
 
 
 def _to_float(tok: str) -> float | None:
@@ -112,18 +135,27 @@ def _to_float(tok: str) -> float | None:
         return None
 
 
-def parse_label_file(path: str, raw: bytes) -> LabelFile:
+def parse_label_file(path: str, raw: bytes, max_boxes: int | None = None) -> LabelFile:
     """Rows of ``(line, ncols, bad_token, class_id, cx, cy, w, h)``.
 
     A UTF-8 BOM and CRLF line ends are accepted; blank lines are skipped (their numbers still
     count, so messages point at the line a person sees in an editor).
+
+    Args:
+        max_boxes: with more non-blank lines than this, the lines are counted (a string scan)
+            but not parsed, so an oversized file costs milliseconds, not seconds.
     """
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         return LabelFile(path, [], f"{path}: not UTF-8 text (byte {e.start})", raw)
+    lines = text.splitlines()
+    if max_boxes is not None and len(lines) > max_boxes:
+        n = len(lines) - sum(1 for line in lines if not line or line.isspace())
+        if n > max_boxes:
+            return LabelFile(path, [], None, raw, n)
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         toks = line.split()
         if not toks:
             continue
@@ -138,7 +170,7 @@ def parse_label_file(path: str, raw: bytes) -> LabelFile:
         vals += [math.nan] * (5 - len(vals))
         c, cx, cy, w, h = vals
         rows.append((lineno, len(toks), bad, c, cx, cy, w, h))
-    return LabelFile(path, rows, None, raw)
+    return LabelFile(path, rows, None, raw, len(rows))
 
 
 def label_table(files: Iterable[LabelFile]) -> pd.DataFrame:
@@ -167,7 +199,7 @@ def _message(row: dict[str, Any], rule: str, classes: Sequence[str]) -> str:
     if rule == "wrong_columns":
         return f"{where}: expected 5 columns (class cx cy w h), found {row['ncols']}"
     if rule == "non_numeric":
-        return f"{where}: {row['bad_token']!r} is not a number"
+        return f"{where}: {_clip(repr(row['bad_token']))} is not a number"
     if rule == "nonfinite":
         bad = [f"{c}={_fmt(row[c])}" for c in COLUMNS if not math.isfinite(row[c])]
         return f"{where}: NaN or inf is not a coordinate ({', '.join(bad)})"
@@ -175,8 +207,9 @@ def _message(row: dict[str, Any], rule: str, classes: Sequence[str]) -> str:
         return f"{where}: class id {_fmt(row['class_id'])} is not an integer"
     if rule == "class_out_of_range":
         return (
-            f"{where}: class id {int(row['class_id'])} is outside 0..{len(classes) - 1} "
-            f"(classes: {', '.join(classes)})"
+            f"{where}: class id {_clip(str(int(row['class_id'])), 20)} is outside "
+            f"0..{len(classes) - 1} "
+            f"(classes: {_brief(list(classes))})"
         )
     if rule == "coords_outside":
         bad = [f"{c} = {_fmt(row[c])}" for c in ("cx", "cy", "w", "h") if not 0 <= row[c] <= 1]

@@ -2,8 +2,9 @@
 
 The copy is what the rest of the platform reads, so a producer that later deletes or rewrites its
 landing folder cannot change what was ingested. Files whose names are unsafe to use as a path
-(traversal, non-portable characters) are hashed and recorded but not copied; links are never
-followed. Both kinds are quarantined, with their reason, at validation.
+(traversal, non-portable characters, names that are not UTF-8 or too long) are hashed and recorded
+but not copied; links are never followed; a file that cannot be read is recorded as
+``unreadable``. All of them are quarantined, with their reason, at validation.
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 from cv_assets.lib.intake import is_portable_path
-from cv_assets.lib.landing import BatchRefused, LandingZone, Manifest, ManifestEntry, parse_marker
+from cv_assets.lib.landing import (
+    MAX_CLASSES,
+    BatchRefused,
+    LandingZone,
+    Manifest,
+    ManifestEntry,
+    changed_batch_refusal,
+    parse_marker,
+)
 from cv_assets.lib.store import ArtifactStore
 
 # Concurrent reads of the duplicate index; matches the S3 client's connection pool (lib/store.py).
@@ -51,29 +61,32 @@ def load_raw_manifest(store: ArtifactStore, batch_id: str) -> Manifest | None:
 
 
 def copy_raw_batch(
-    zone: LandingZone, store: ArtifactStore, batch_id: str, classes: Sequence[str]
+    zone: LandingZone,
+    store: ArtifactStore,
+    batch_id: str,
+    classes: Sequence[str],
+    max_classes: int = MAX_CLASSES,
 ) -> dict[str, Any]:
     """Copy a landed batch into the store once; the same batch again is a no-op.
 
-    Raises ``BatchRefused`` when the batch id was ingested before with a different manifest, or
-    when ``batch.json`` breaks the contract. Nothing is written in either case.
+    Raises ``BatchRefused`` when the batch id was ingested before with a different manifest (the
+    message says which files changed, were added or removed), when the batch folder is a symbolic
+    link, or when ``batch.json`` breaks the contract. Nothing is written in any of these cases.
+    A file that cannot be read is recorded as ``unreadable`` (validation quarantines it).
     """
     t0 = time.perf_counter()
+    zone.refuse_linked_batch(batch_id)
     existing = load_raw_manifest(store, batch_id)
     if existing is not None:
-        landed = zone.manifest(batch_id, classes)
+        landed = zone.manifest(batch_id, classes, max_classes)
         if landed.sha256 != existing.sha256:
-            raise BatchRefused(
-                f"batch {batch_id!r} was already ingested with manifest {existing.sha256[:12]}; "
-                f"its files now hash to {landed.sha256[:12]}. Landed batches are immutable: land "
-                "the changed files under a new batch id"
-            )
+            raise BatchRefused(changed_batch_refusal(batch_id, existing, landed))
         raw = store.get_bytes(f"{raw_prefix(batch_id)}/manifest.json")
         rec = _record(store, existing, hashlib.sha256(raw).hexdigest(), time.perf_counter() - t0)
         return rec | {"reused": True}
 
     marker_raw = zone.read(batch_id, "batch.json")
-    marker = parse_marker(batch_id, marker_raw, classes)
+    marker = parse_marker(batch_id, marker_raw, classes, max_classes)
     entries: list[ManifestEntry] = []
     # One pass: each file is read once, hashed and copied, so the copy is exactly what was hashed.
     for rel, kind, size in zone.walk(batch_id):
@@ -81,12 +94,15 @@ def copy_raw_batch(
             continue
         digest = None
         if kind == "file":
-            data = zone.read(batch_id, rel)
-            digest = hashlib.sha256(data).hexdigest()
-            size = len(data)
-            if is_portable_path(rel):
-                store.put_bytes(f"{raw_prefix(batch_id)}/files/{rel}", data)
-        entries.append(ManifestEntry(rel, kind, size, digest))
+            data = zone.read_landed(batch_id, rel)
+            if data is None:
+                kind, size = "unreadable", 0
+            else:
+                digest = hashlib.sha256(data).hexdigest()
+                size = len(data)
+                if is_portable_path(rel):
+                    store.put_bytes(f"{raw_prefix(batch_id)}/files/{rel}", data)
+        entries.append(ManifestEntry(PurePosixPath(rel).as_posix(), kind, size, digest))
     entries.sort(key=lambda e: e.path)
     manifest = Manifest(batch_id=batch_id, marker=marker, entries=entries)
     store.put_bytes(f"{raw_prefix(batch_id)}/files/batch.json", marker_raw)

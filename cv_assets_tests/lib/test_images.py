@@ -122,3 +122,64 @@ def test_ultralytics_pil_patch_cannot_turn_not_an_image_into_a_runtime_install()
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(b"plain text, not an image"))
     assert rejected(b"plain text, not an image").rule == "not_an_image"
+
+
+def png_with_chunk(kind: bytes, body: bytes, after_idat: bool = False) -> bytes:
+    """A valid 32x32 PNG with one extra chunk (CRC correct) before IDAT, or after it."""
+    import struct
+    import zlib
+
+    png = encode(noise(32, 32), "PNG")
+    chunk = struct.pack(">I", len(body)) + kind + body
+    chunk += struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    at = png.rindex(b"IEND") - 4 if after_idat else 33  # 8-byte signature + 25-byte IHDR
+    return png[:at] + chunk + png[at:]
+
+
+PNG_CHUNK_PAST_EOF = b"\x00\x0f\x42\x40tEXtComment\0short"  # appended after IHDR
+
+
+def inflating(n_bytes: int) -> bytes:
+    import zlib
+
+    return zlib.compress(b"\0" * n_bytes, 9)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "after_idat"),
+    [
+        (b"zTXt", b"Comment\0\0", False),
+        (b"iCCP", b"icc\0\0", False),
+        (b"zTXt", b"Comment\0\0", True),  # read by load(), not by open()
+    ],
+    ids=["ztxt", "iccp", "ztxt_after_idat"],
+)
+def test_text_and_icc_chunk_bombs_are_metadata_bombs(kind, body, after_idat):
+    import time
+
+    # ~200 KB on disk that would inflate to 200 MB: PIL stops at its chunk limit and raises
+    # ValueError, which used to escape intake and fail the whole batch.
+    data = png_with_chunk(kind, body + inflating(200 * 1024 * 1024), after_idat)
+    assert len(data) < 300_000
+    t0 = time.perf_counter()
+    err = rejected(data)
+    assert time.perf_counter() - t0 < 1.0
+    assert err.rule == "metadata_bomb" and "inflates past the decoder's limit" in err.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A chunk that claims 1 MB in a 100-byte file: OSError "Truncated File Read" from open().
+        encode(noise(32, 32), "PNG")[:33] + PNG_CHUNK_PAST_EOF,
+        # IHDR declaring 5 bytes: ValueError "Truncated IHDR chunk" from open().
+        encode(noise(32, 32), "PNG")[:8] + b"\x00\x00\x00\x05" + encode(noise(32, 32), "PNG")[12:],
+        # A JPEG whose APP1 segment runs past the end of the file.
+        encode(noise(32, 32))[:2] + b"\xff\xe1\xff\xffExif\0\0",
+    ],
+    ids=["png_chunk_past_eof", "png_short_ihdr", "jpeg_segment_past_eof"],
+)
+def test_any_exception_from_the_decoder_is_a_rejection_naming_the_file(data):
+    err = rejected(data)
+    assert err.rule == "corrupt_image"
+    assert "cannot be opened" in err.message

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 from pathlib import Path, PurePosixPath
@@ -187,3 +188,69 @@ def test_review_batch_relabels_images_seen_before_instead_of_quarantining_them(t
         row = rows[img.stem]
         assert row["supersedes"] == f"{a.batch_id}/images/{img.name}"
         assert row["corrected_at"] == "2030-01-01T00:00:00Z" and row["class_ids"] == "2"
+
+
+def test_hostile_names_are_quarantined_escaped_and_the_tables_can_be_written(tmp_path):
+    from cv_assets.lib.intake import QUARANTINE_COLUMNS, table_bytes
+
+    (s,) = write_batches(tmp_path / "landing", 1, 3, seed=11, size=96)
+    jpg = sorted((s.path / "images").iterdir())[0].read_bytes()
+    images, labels = os.fsencode(s.path / "images"), os.fsencode(s.path / "labels")
+    with open(os.path.join(images, b"\xff\xfe.jpg"), "wb") as f:  # not UTF-8 (bytes path)
+        f.write(jpg)
+    with open(os.path.join(labels, b"\xff\xfe.txt"), "wb") as f:
+        f.write(b"0 0.5 0.5 0.1 0.1\n")
+    long_stem = "n" * 240  # legal on Linux (255 bytes), over the platform's 200
+    (s.path / "images" / f"{long_stem}.jpg").write_bytes(jpg)
+    (s.path / "labels" / f"{long_stem}.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    res, _ = ingest(tmp_path, s.batch_id)
+    rows = {q["rule"]: q for q in res.quarantine}
+    assert set(rows) == {"undecodable_name", "name_too_long"}
+    assert rows["undecodable_name"]["item"] == "images/\\xff\\xfe.jpg"
+    assert rows["undecodable_name"]["reason"].startswith("images/\\xff\\xfe.jpg: ")
+    assert rows["name_too_long"]["item"] == f"images/{long_stem}.jpg"
+    assert "limits are 200 a part" in rows["name_too_long"]["reason"]
+    assert res.accepted == 3 and res.landed == 5
+    df = pd.read_parquet(io.BytesIO(table_bytes(res.quarantine, QUARANTINE_COLUMNS)))
+    assert "images/\\xff\\xfe.jpg" in set(df["item"])
+
+
+def test_label_files_over_the_limits_are_quarantined_before_parsing(tmp_path):
+    import time
+
+    from cv_assets.lib.labels import LabelLimits
+
+    (s,) = write_batches(tmp_path / "landing", 1, 4, seed=12, size=96)
+    labels = sorted((s.path / "labels").iterdir())
+    # 50 MB, 2.9 million boxes (used to take ~26 s to parse and validate), and 20,000 boxes.
+    line = b"0 0.5 0.5 0.1 0.1\n"
+    labels[0].write_bytes(line * (50_000_000 // len(line)))
+    labels[1].write_bytes(line * 20_000)
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    zone = LandingZone(str(tmp_path / "landing"))
+    rec = copy_raw_batch(zone, store, s.batch_id, CLASSES)
+    manifest = load_raw_manifest(store, s.batch_id)
+    assert manifest is not None
+    t0 = time.perf_counter()
+    res = ingest_batch(
+        s.batch_id,
+        manifest,
+        read=lambda rel: store.get_bytes(f"{rec['files_key']}/{rel}"),
+        write=lambda key, data: store.put_bytes(f"std/{key}", data).uri,
+        seen={},
+        classes=CLASSES,
+        limits=ImageLimits(),
+        label_limits=LabelLimits(),
+    )
+    assert time.perf_counter() - t0 < 3.0
+    by_item = {q["item"]: q for q in res.quarantine}
+    big = by_item[f"images/{labels[0].stem}.jpg"]
+    assert big["rule"] == "label_too_large"
+    assert big["reason"] == (
+        f"labels/{labels[0].name}: 49,999,986 bytes exceeds the label file limit of 1,048,576 "
+        "(max_label_bytes); not parsed"
+    )
+    crowd = by_item[f"images/{labels[1].stem}.jpg"]
+    assert crowd["rule"] == "too_many_boxes"
+    assert crowd["reason"].startswith(f"labels/{labels[1].name}: 20,000 boxes, more than the limit")
+    assert res.accepted == 2 and len(res.quarantine) == 2

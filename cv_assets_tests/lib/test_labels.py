@@ -90,3 +90,29 @@ def test_validating_many_batches_does_not_accumulate_schema_checks():
         errors_for(b"0 0.5 0.5 0.2 0.2\n")
     assert len(LabelRows.to_schema().checks or []) == before
     assert len(label_schema(3).checks or []) == before + 1
+
+
+def test_a_label_file_over_the_box_limit_is_counted_not_parsed():
+    import time
+
+    raw = b"0 0.5 0.5 0.1 0.1\n\n" * 20_000
+    t0 = time.perf_counter()
+    lf = parse_label_file("labels/crowd.txt", raw, max_boxes=1000)
+    assert time.perf_counter() - t0 < 0.5
+    assert lf.n_boxes == 20_000 and lf.rows == [] and lf.unreadable is None
+    small = parse_label_file("labels/ok.txt", b"0 0.5 0.5 0.1 0.1\n" * 3, max_boxes=1000)
+    assert small.n_boxes == 3 and len(small.rows) == 3
+
+
+def test_messages_quote_untrusted_tokens_and_long_class_lists_briefly():
+    (err,) = errors_for(b"0 0.5 0.5 " + b"x" * 100_000 + b" 0.1\n")
+    assert err.rule == "non_numeric" and len(err.message) < 200
+    assert "more)" in err.message
+    many = [f"c{i}" for i in range(5000)]
+    inside = parse_label_file("labels/a.txt", b"4000 .5 .5 .1 .1\n")
+    assert validate_labels(label_table([inside]), many) == []
+    (err,) = validate_labels(
+        label_table([parse_label_file("labels/a.txt", b"7000 .5 .5 .1 .1\n")]), many
+    )
+    assert err.rule == "class_out_of_range" and "c0, c1" in err.message
+    assert "(4,990 more)" in err.message and len(err.message) < 200

@@ -10,7 +10,7 @@ from cv_assets.defs.ingest.checks import ACCEPTANCE_CHECK, acceptance_result
 from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.lib.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS, ingest_batch, table_bytes
-from cv_assets.lib.landing import BatchRefused, Manifest
+from cv_assets.lib.landing import BatchRefused, Manifest, clip
 from cv_assets.lib.raw import DedupIndex, copy_raw_batch
 from cv_assets.lib.report import md_table
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
@@ -35,7 +35,13 @@ def raw_batch(
     """Immutable copy of one landed batch, with a manifest of every file's sha256."""
     store = artifacts.store
     try:
-        rec = copy_raw_batch(landing.zone, store, context.partition_key, settings.classes)
+        rec = copy_raw_batch(
+            landing.zone,
+            store,
+            context.partition_key,
+            settings.classes,
+            max_classes=IntakeConfig().max_classes,  # what landing_sensor applied
+        )
     except BatchRefused as e:
         raise dg.Failure(description=f"refused: {e}", allow_retries=False) from None
     context.log.info("%s: %d files copied", rec["batch_id"], rec["n_files"])
@@ -88,6 +94,13 @@ def intake(
     manifest = Manifest.from_dict(
         json.loads(store.get_bytes(store.key_of(raw_batch["manifest_uri"])))
     )
+    n_classes = len(manifest.marker.get("classes") or [])
+    if n_classes > config.max_classes:
+        raise dg.Failure(
+            description=f"refused: {bid}/batch.json declares {n_classes:,} classes, more than "
+            f"max_classes = {config.max_classes:,}",
+            allow_retries=False,
+        )
     files_key, out_key = raw_batch["files_key"], f"std/{bid}"
     dedup = DedupIndex(store)
     res = ingest_batch(
@@ -99,7 +112,11 @@ def intake(
         seen=dedup.seen_before(bid),
         classes=settings.classes,
         limits=config.limits(),
+        label_limits=config.label_limits(),
     )
+    counts = {"landed": res.landed, "accepted": res.accepted, "quarantined": len(res.quarantine)}
+    if counts["accepted"] + counts["quarantined"] != counts["landed"]:  # never silently lose one
+        raise dg.Failure(description=f"intake lost track of items: {counts}", allow_retries=False)
     dedup.record(bid, {s["sha256"]: s["source"] for s in res.samples})
     tables = {
         "samples": table_bytes(res.samples, SAMPLE_COLUMNS),
@@ -109,9 +126,11 @@ def intake(
     samples = store.put_bytes(f"validated/{bid}/samples.parquet", tables["samples"])
     quarantine = store.put_bytes(f"validated/{bid}/quarantine.parquet", tables["quarantine"])
     features = store.put_bytes(f"features/{bid}/features.parquet", tables["features"])
-    counts = {"landed": res.landed, "accepted": res.accepted, "quarantined": len(res.quarantine)}
     reasons = md_table(res.top_reasons(), ["rule", "items"])
-    preview = md_table([(q["item"], q["reason"]) for q in res.quarantine[:20]], ["file", "reason"])
+    preview = md_table(
+        [(clip(q["item"], 120), clip(q["reason"], 300)) for q in res.quarantine[:20]],
+        ["file", "reason"],
+    )
     validated = {
         "batch_id": bid,
         "manifest_sha256": raw_batch["manifest_sha256"],

@@ -4,6 +4,8 @@ import dagster as dg
 from pydantic import Field
 
 from cv_assets.lib.images import ImageLimits
+from cv_assets.lib.labels import LabelLimits
+from cv_assets.lib.landing import MAX_CLASSES
 
 
 class IntakeConfig(dg.Config):
@@ -20,6 +22,20 @@ class IntakeConfig(dg.Config):
     max_side: int = Field(
         default=1280, description="standardised images are scaled down to this longest side"
     )
+    max_label_bytes: int = Field(
+        default=1024 * 1024,
+        description="larger label files are quarantined unread (label_too_large)",
+    )
+    max_boxes_per_image: int = Field(
+        default=1000,
+        description="label files with more boxes (non-blank lines) are quarantined unparsed "
+        "(too_many_boxes)",
+    )
+    max_classes: int = Field(
+        default=MAX_CLASSES,
+        description="a batch.json declaring more classes is refused; landing_sensor applies "
+        "this default (sensors take no run config), a run re-checks with the value set here",
+    )
 
     def limits(self) -> ImageLimits:
         return ImageLimits(
@@ -27,3 +43,6 @@ class IntakeConfig(dg.Config):
             max_pixels=self.max_image_pixels,
             max_side=self.max_side,
         )
+
+    def label_limits(self) -> LabelLimits:
+        return LabelLimits(max_bytes=self.max_label_bytes, max_boxes=self.max_boxes_per_image)

@@ -5,13 +5,17 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.jobs import intake_job
 from cv_assets.defs.ingest.partitions import BATCHES, batches
-from cv_assets.lib.landing import LandingCursor, plan_landing_tick
+from cv_assets.lib.landing import LandingCursor, brief_list, clip, plan_landing_tick
+from cv_assets.lib.raw import load_raw_manifest
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
 INTERVAL_S = PlatformConfig.from_env().sensor_interval_s
+# A refusal record, log line and `cv-assets status` entry never grow with what a producer sent.
+MAX_REASON_CHARS = 2000
 
 
 def _recorded_manifest(instance: dg.DagsterInstance):
@@ -33,7 +37,9 @@ def _recorded_manifest(instance: dg.DagsterInstance):
     minimum_interval_seconds=INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a partition and requests intake for each complete landed batch "
-    "(batch.json present); run_key = batch id + manifest hash, so it is idempotent.",
+    "(batch.json present); run_key = batch id + manifest hash, so it is idempotent. Refuses, "
+    "with a reason in artifacts/refusals/<batch>.json, batches that break the landing contract "
+    "and ingested batches whose files changed since.",
 )
 def landing_sensor(
     context: dg.SensorEvaluationContext,
@@ -41,6 +47,7 @@ def landing_sensor(
     artifacts: ArtifactStoreResource,
     settings: PlatformSettings,
 ) -> dg.SensorResult:
+    store = artifacts.store
     known = set(context.instance.get_dynamic_partitions(BATCHES))
     plan = plan_landing_tick(
         landing.zone,
@@ -48,16 +55,26 @@ def landing_sensor(
         LandingCursor.loads(context.cursor),
         known,
         _recorded_manifest(context.instance),
+        recorded_files=lambda bid: load_raw_manifest(store, bid),
+        max_classes=IntakeConfig().max_classes,  # sensors take no run config: the default
     )
     for bid, stamp, why in plan.refusals:
-        context.log.warning(f"refused batch {bid}: {why}")
-        body = {"batch_id": bid, "stamp": stamp, "reason": why, "at": datetime.now(UTC).isoformat()}
-        artifacts.store.put_bytes(f"refusals/{bid}.json", json.dumps(body).encode())
-    for bid, _sha in plan.requests:
-        if artifacts.store.exists(f"refusals/{bid}.json"):
-            artifacts.store.delete(f"refusals/{bid}.json")
+        reason = clip(why, MAX_REASON_CHARS)
+        context.log.warning(f"refused batch {bid}: {reason}")
+        body = {
+            "batch_id": bid,
+            "stamp": stamp,
+            "reason": reason,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        store.put_bytes(f"refusals/{bid}.json", json.dumps(body).encode())
+    # A batch that is accepted again (fixed, or changed back to what was ingested) is no longer
+    # refused.
+    for bid in [b for b, _sha in plan.requests] + plan.unchanged:
+        if store.exists(f"refusals/{bid}.json"):
+            store.delete(f"refusals/{bid}.json")
     if plan.ignored:
-        context.log.info(f"not batch ids, ignored: {', '.join(sorted(plan.ignored)[:20])}")
+        context.log.info(f"not batch ids, ignored: {brief_list(sorted(plan.ignored))}")
     if plan.deferred:
         context.log.info(f"{len(plan.deferred)} batches deferred to the next tick")
     new = sorted({bid for bid, _ in plan.requests} - known)

@@ -132,3 +132,79 @@ def test_written_tables_carry_their_columns_row_counts_and_data_versions(cfg, in
     assert versions[dg.AssetKey("validated_batch")] == md["samples_sha256"]
     assert versions[dg.AssetKey("batch_features")] == feats["features_sha256"]
     assert versions[dg.AssetKey("raw_batch")] == md["manifest_sha256"]
+
+
+def test_no_single_file_can_fail_a_batch_each_is_quarantined_by_name(cfg, instance):
+    """Each of these used to raise out of intake: the step failed three times, the batch was
+    neither accepted nor quarantined, and nothing named the file."""
+    import os
+
+    from cv_assets.status import collect_status
+    from cv_assets_tests.lib.test_images import PNG_CHUNK_PAST_EOF, inflating, png_with_chunk
+
+    (s,) = land(cfg, images=6, seed=20)
+    images, labels = s.path / "images", s.path / "labels"
+    hostile = {
+        "ztxt_bomb.png": png_with_chunk(b"zTXt", b"Comment\0\0" + inflating(200 << 20)),
+        "iccp_bomb.png": png_with_chunk(b"iCCP", b"icc\0\0" + inflating(200 << 20)),
+        "chunk_past_eof.png": png_with_chunk(b"tEXt", b"")[:33] + PNG_CHUNK_PAST_EOF,
+    }
+    for name, data in hostile.items():
+        (images / name).write_bytes(data)
+        (labels / name.replace(".png", ".txt")).write_text("0 0.5 0.5 0.1 0.1\n")
+    jpg = sorted(images.glob("*.jpg"))[0].read_bytes()
+    with open(os.path.join(os.fsencode(images), b"\xff\xfe.jpg"), "wb") as f:
+        f.write(jpg)  # a name that is not UTF-8, written with a bytes path
+    (images / f"{'n' * 240}.jpg").write_bytes(jpg)
+
+    result = run_intake(cfg, instance, s.batch_id)
+    assert result.success
+    md = metadata(result, "validated_batch")
+    assert md["landed"] == 11 == md["accepted"] + md["quarantined"]
+    assert md["accepted"] == 6 and md["quarantined"] == 5
+    q = pd.read_parquet(md["quarantine_table"]).set_index("item")
+    assert q.loc["images/ztxt_bomb.png", "rule"] == "metadata_bomb"
+    assert q.loc["images/iccp_bomb.png", "rule"] == "metadata_bomb"
+    assert q.loc["images/chunk_past_eof.png", "rule"] == "corrupt_image"
+    assert q.loc["images/\\xff\\xfe.jpg", "rule"] == "undecodable_name"
+    assert q.loc[f"images/{'n' * 240}.jpg", "rule"] == "name_too_long"
+    for item, row in q.iterrows():  # each reason names its file (long names cut to 200)
+        assert str(item)[:150] in row["reason"][:160], (item, row["reason"])
+    assert "images/\\xff\\xfe.jpg" in md["quarantine_preview"]
+    status = collect_status(cfg)["batches"]
+    assert status["validated"] == 1 and status["images_quarantined"] == 5
+
+
+def test_oversized_label_files_are_quarantined_quickly_with_their_limit(cfg, instance):
+    (s,) = land(cfg, images=5, seed=21)
+    labels = sorted((s.path / "labels").iterdir())
+    line = b"0 0.5 0.5 0.1 0.1\n"
+    labels[0].write_bytes(line * (50_000_000 // len(line)))  # 50 MB, 2.9 million boxes
+    labels[1].write_bytes(line * 20_000)  # 360 KB, 20,000 boxes
+    result = run_intake(cfg, instance, s.batch_id)
+    md = metadata(result, "validated_batch")
+    q = pd.read_parquet(md["quarantine_table"]).set_index("item")
+    assert q.loc[f"images/{labels[0].stem}.jpg", "rule"] == "label_too_large"
+    assert "(max_label_bytes); not parsed" in q.loc[f"images/{labels[0].stem}.jpg", "reason"]
+    assert q.loc[f"images/{labels[1].stem}.jpg", "rule"] == "too_many_boxes"
+    assert (
+        f"labels/{labels[1].name}: 20,000 boxes" in q.loc[f"images/{labels[1].stem}.jpg", "reason"]
+    )
+    assert md["accepted"] == 3 and md["landed"] == 5
+    # Validation of the whole batch (what took ~26 s for the 50 MB file) now takes well under 5 s.
+    assert md["landed"] / md["images_per_second"] < 5.0
+
+
+def test_label_limits_and_max_classes_are_set_in_the_launchpad(cfg, instance):
+    (s,) = land(cfg, images=4, seed=22)
+    tight = {"ops": {"intake": {"config": {"max_boxes_per_image": 1, "min_acceptance_rate": 0}}}}
+    md = metadata(run_intake(cfg, instance, s.batch_id, tight), "validated_batch")
+    q = pd.read_parquet(md["quarantine_table"])
+    multi = sum(1 for f in (s.path / "labels").iterdir() if len(f.read_text().split("\n")) > 2)
+    assert multi > 0 and (q["rule"] == "too_many_boxes").sum() == multi
+    assert md["accepted"] + md["quarantined"] == md["landed"] == 4
+    few = {"ops": {"intake": {"config": {"max_classes": 2}}}}
+    result = run_intake(cfg, instance, s.batch_id, few, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "declares 3 classes, more than max_classes = 2" in str(failure.event_specific_data)
