@@ -50,5 +50,5 @@ def test_a_truncated_checkpoint_is_refused_with_the_file_named(tmp_path):
     f = tmp_path / "cut.pt"
     torch.save({"model": torch.nn.Identity()}, f)
     f.write_bytes(f.read_bytes()[:40])
-    with pytest.raises(UnsafeWeights, match="cut.pt: refusing to load"):
+    with pytest.raises(UnsafeWeights, match=r"cut\.pt: refusing to load"):
         safe_checkpoint(f)
