@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow.onnx
 import mlflow.pyfunc
@@ -140,6 +141,19 @@ def test_the_champion_loads_with_mlflow_onnx_as_the_apps_file(home):
     assert "/models/m-" in version.source and version.run_id == mv.mlflow_run_id
 
 
+def as_printed(out: Any, image: int) -> list[dict]:
+    """The pyfunc's rows for one image, in the form and rounding `cv-assets predict` prints."""
+    return [
+        {
+            "class_id": int(r.class_id),
+            "class": r.class_name,
+            "confidence": round(r.confidence, 4),
+            "box_xyxy": [round(v, 1) for v in (r.x1, r.y1, r.x2, r.y2)],
+        }
+        for r in out[out["image"] == image].itertuples()
+    ]
+
+
 def test_the_pyfunc_gives_the_detections_of_cv_assets_predict(home, scenes):
     c, reg, tmp_path = home
     mv, *_, onnx_path = register(c, reg, tmp_path)
@@ -151,17 +165,7 @@ def test_the_pyfunc_gives_the_detections_of_cv_assets_predict(home, scenes):
     doc, failed = predict(str(onnx_path), [str(p) for p in scenes], conf=0.5, iou=0.5)
     assert failed == 0
     for i, result in enumerate(doc["results"]):
-        rows = out[out["image"] == i]
-        mine = [
-            {
-                "class_id": int(r.class_id),
-                "class": r.class_name,
-                "confidence": round(r.confidence, 4),
-                "box_xyxy": [round(v, 1) for v in (r.x1, r.y1, r.x2, r.y2)],
-            }
-            for r in rows.itertuples()
-        ]
-        assert mine == result["detections"]
+        assert as_printed(out, i) == result["detections"]
     assert len(out) >= 4 and out["image"].nunique() == 2  # something to compare in each
     # A path column gives the same detections as the bytes; a bad row is named.
     by_path = model.predict(pd.DataFrame({"image": [str(p) for p in scenes]}), {"conf": 0.5})

@@ -12,7 +12,7 @@ from cv_assets.lib.yolo import UnsafeWeights, WeightsMismatch, safe_checkpoint, 
 pytestmark = pytest.mark.unit
 
 
-class _RunsAShellCommand:
+class RunsAShellCommand:
     """What an attacker who can write the bucket would upload as ``best.pt``."""
 
     def __init__(self, marker: Path) -> None:
@@ -25,7 +25,7 @@ class _RunsAShellCommand:
 def test_a_crafted_pickle_is_refused_even_when_its_hash_is_the_recorded_one(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "best.pt"
-    torch.save({"model": _RunsAShellCommand(marker)}, evil)
+    torch.save({"model": RunsAShellCommand(marker)}, evil)
     with pytest.raises(UnsafeWeights, match=r"best.pt: refusing to load: .*it calls posix.system"):
         verified_weights(evil, sha256_file(evil))
     assert not marker.exists()  # refused before anything in it ran

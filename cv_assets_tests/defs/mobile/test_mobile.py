@@ -21,6 +21,7 @@ from cv_assets.predict import predict
 from cv_assets.resources.io_manager import record_key
 from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import check_named, materialized, train
+from cv_assets_tests.lib.test_mlflow_model import as_printed
 
 pytestmark = pytest.mark.slow
 
@@ -77,16 +78,7 @@ def test_champion_gets_three_proven_mobile_files_that_predict_uses(
     rows = pyfunc.predict(pd.DataFrame({"image": [str(scene)]}), params={"conf": 1e-6})
     doc, failed = predict("champion", [str(scene)], "onnx_fp32", 1e-6, 0.7)
     assert failed == 0 and len(rows) == len(doc["results"][0]["detections"]) > 0
-    mine = [
-        {
-            "class_id": int(r.class_id),
-            "class": r.class_name,
-            "confidence": round(r.confidence, 4),
-            "box_xyxy": [round(x, 1) for x in (r.x1, r.y1, r.x2, r.y2)],
-        }
-        for r in rows.itertuples()
-    ]
-    assert mine == doc["results"][0]["detections"]
+    assert as_printed(rows, 0) == doc["results"][0]["detections"]
     card = Path(champ["model_card_uri"]).read_text()
     assert "square" in card and champ["dataset_version"] in card and "| onnx_int8" in card
     # predict through the champion, without torch; one good image, one that is not an image.

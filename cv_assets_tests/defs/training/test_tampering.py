@@ -3,7 +3,6 @@ record pointed at a crafted pickle is refused against the hash in the Dagster in
 the pickle never runs."""
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -13,16 +12,9 @@ import torch
 from cv_assets.definitions import build_defs
 from cv_assets.lib.store import sha256_file
 from cv_assets_tests.defs.conftest import QUIET, train
+from cv_assets_tests.lib.test_safe_weights import RunsAShellCommand
 
 pytestmark = pytest.mark.slow
-
-
-class _RunsAShellCommand:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _evaluate(cfg, instance):
@@ -46,7 +38,7 @@ def test_a_record_pointed_at_a_crafted_pickle_is_refused_and_nothing_runs(small_
     marker = cfg.home / "pwned"
     evil = Path(cfg.artifacts_root) / "models" / "evil" / "best.pt"
     evil.parent.mkdir(parents=True)
-    torch.save({"model": _RunsAShellCommand(marker)}, evil)
+    torch.save({"model": RunsAShellCommand(marker)}, evil)
     # The attack: the stored record now names the crafted file, with its true hash.
     record_file = Path(cfg.artifacts_root) / "records" / "yolo_model" / "_all.json"
     record = json.loads(record_file.read_text())
