@@ -219,8 +219,9 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
         time.sleep(0.5)
     proc.wait(timeout=30)
     assert killed, "training finished before it could be killed"
-    # A killed worker cannot report its end. What the daemon's run monitoring does for it
-    # (dagster/max_runtime, then free_slots_after_run_end_seconds), done here directly:
+    # A killed worker cannot report its end. What the daemon's run monitoring does for it (the
+    # worker health check of LocalRunLauncher, then free_slots_after_run_end_seconds; tested
+    # under the real daemon in test_crash_recovery.py), done here directly, without a daemon:
     (dead,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     instance.report_run_failed(dead)
     instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
