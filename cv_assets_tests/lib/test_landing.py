@@ -236,15 +236,6 @@ def test_a_folder_that_cannot_be_listed_is_recorded_as_unreadable(tmp_path):
     assert bad.path.startswith("images/" + "d" * 200) and bad.sha256 is None
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
-def test_a_file_that_cannot_be_read_is_recorded_as_unreadable(tmp_path):
-    (s,) = write_batches(tmp_path, 1, 2, seed=1, size=64)
-    label = sorted((s.path / "labels").iterdir())[0]
-    label.chmod(0)
-    entries = {e.path: e for e in LandingZone(str(tmp_path)).manifest(s.batch_id, CLASSES).entries}
-    assert entries[f"labels/{label.name}"].kind == "unreadable"
-
-
 def test_names_and_lists_are_shown_escaped_and_brief():
     raw = os.fsdecode(b"images/\xff\xfe.jpg")
     assert display_name(raw) == "images/\\xff\\xfe.jpg"
