@@ -134,6 +134,12 @@ def test_manual_approval_holds_the_model_until_promote_and_rollback_goes_back(sm
     assert reg.champion().version == "1"  # type: ignore[union-attr]
     train(cfg, instance, {"force": True, "seed": 1}, defs=defs)  # v2, pending
     subprocess.run([*cli, "promote", "2", "--who", "ana"], env=env, check=True)
+    batch = sorted(instance.get_dynamic_partitions(BATCHES))[0]
+    monitor = defs.resolve_job_def("batch_monitoring_job")
+    assert monitor.execute_in_process(
+        partition_key=batch, instance=instance, run_config=QUIET
+    ).success
+    assert not _stale(instance, defs, "drift_report", batch)  # it measured v2, the champion
     out = subprocess.run(
         [*cli, "rollback", "--reason", "field reports"], capture_output=True, text=True, env=env
     )
@@ -157,11 +163,22 @@ def test_manual_approval_holds_the_model_until_promote_and_rollback_goes_back(sm
     assert meta["decided_by"] == hist[-1]["who"] and "field reports" in str(meta["action"])
     kinds = [r.run_id == "" for r in reversed(recs)]  # pending (run), approve, pending, approve, rb
     assert kinds == [False, True, False, True, True]
-    batch = sorted(instance.get_dynamic_partitions(BATCHES))[0]
-    job = defs.resolve_job_def("batch_monitoring_job")
-    measured = job.execute_in_process(partition_key=batch, instance=instance, run_config=QUIET)
+    # What monitoring measured (v2) is now stale in the UI, and its next run measures v1.
+    assert all(_stale(instance, defs, a, batch) for a in ("drift_report", "review_queue"))
+    measured = monitor.execute_in_process(partition_key=batch, instance=instance, run_config=QUIET)
     for asset in ("drift_report", "champion_performance", "review_queue"):
         assert materialized(measured, asset)["champion_version"] == "1"  # type: ignore[index]
+    assert not _stale(instance, defs, "drift_report", batch)
+
+
+def _stale(instance, defs, asset: str, partition: str) -> bool:
+    """What the UI's "stale" badge says (Dagster's own resolver, as its GraphQL layer uses it)."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    graph = defs.resolve_asset_graph()
+    resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+    return resolver.get_status(dg.AssetKey(asset), partition) == StaleStatus.STALE
 
 
 def test_hpo_sweep_trains_child_runs_and_gates_the_best(small_home, instance):
