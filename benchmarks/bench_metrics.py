@@ -65,10 +65,10 @@ def metric_vs_coco_on_champion() -> Result:
         name="metric_vs_coco_on_champion",
         issue=13,
         measured="|ours - faster-coco-eval| in mAP50 and mAP50-95, the demo champion's test split",
-        value=diff,
+        value=float(diff),
         unit="",
         goal="<= 0.01",
-        passed=diff <= 0.01,
+        passed=bool(diff <= 0.01),
         details=(
             f"v{champ.version} on {len(images)} test images at {imgsz} px: ours mAP50 "
             f"{ours.map50:.4f} / mAP50-95 {ours.map50_95:.4f}, COCO {stats[1]:.4f} / "
