@@ -22,7 +22,6 @@ from dagster._core.events import DagsterEventType, EngineEventData
 from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from cv_assets.home import REPO
 from cv_assets.lib.settings import PlatformConfig
 from cv_assets.lib.synth import BatchSummary
 from cv_assets.resources.run_launcher import LAUNCHED_ON_TAG, STARTED_PROCESS, worker_status
@@ -52,18 +51,7 @@ IN_PROGRESS = [
 
 
 class Dev(Daemon):
-    """``dagster dev`` for intake alone (test_daemon_loop's ``Daemon`` also runs trainings)."""
-
-    def start(self) -> None:
-        cmd = ["dev", "-h", "127.0.0.1", "-p", "0", "-w", str(REPO / "workspace.yaml")]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", *cmd],
-            cwd=REPO,
-            env=dict(os.environ) | ENV,
-            stdout=open(self.log_path, "ab"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """``dagster dev`` with intake-only settings (``ENV``), whose ``stop`` also reaps its group."""
 
     def stop(self) -> None:
         """SIGINT, then SIGKILL to what is left of its process group (a code server whose run
@@ -147,7 +135,7 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
 @pytest.mark.timeout(480)
 def test_sigkilled_intakes_are_failed_retried_and_every_batch_validated_once(cfg, tmp_path):
     landed = land(cfg, batches=4, seed=3, images=IMAGES, size=SIZE)
-    dev = Dev(tmp_path / "dagster-dev.log")
+    dev = Dev(tmp_path / "dagster-dev.log", ENV)
     instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
     try:
         dev.start()

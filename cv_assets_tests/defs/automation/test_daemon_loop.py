@@ -40,8 +40,9 @@ ENV = {
 
 
 class Daemon:
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log
+        self.env = ENV if env is None else env  # what the platform reads, beside os.environ
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -49,7 +50,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", *cmd],
             cwd=REPO,
-            env=dict(os.environ) | ENV,
+            env=dict(os.environ) | self.env,
             stdout=open(self.log_path, "ab"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,
             start_new_session=True,
