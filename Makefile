@@ -48,7 +48,7 @@ pytest: install
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 ui: install
-	$(BIN)/python -c "from cv_assets.home import prepare_home; from cv_assets.lib.settings import PlatformConfig; prepare_home(PlatformConfig.from_env())"
+	$(BIN)/python -c "from cv_assets.home import prepare_home; from cv_assets.lib.core.settings import PlatformConfig; prepare_home(PlatformConfig.from_env())"
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 mlflow-ui: install

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import QUICK, WORK, Result
-from cv_assets.lib.procs import stop_group
+from cv_assets.lib.core.procs import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_S = 5
@@ -71,7 +71,7 @@ def session() -> dict[str, float]:
     shutil.rmtree(home, ignore_errors=True)
     env = _env(home)
     from cv_assets.home import prepare_home
-    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.core.settings import PlatformConfig
 
     prepare_home(PlatformConfig.from_env(env))
     first = _synth(env, 1).name

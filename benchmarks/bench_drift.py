@@ -2,7 +2,8 @@
 
 Each configuration runs in its own process, so its peak RSS is its own and its first report pays
 Evidently's import, as a run of ``drift_report`` does. The time covers what the asset does with
-the tables: ``lib/drift.py``'s ``compare`` (the Evidently report, its HTML and JSON) and writing
+the tables: ``lib/monitoring/drift.py``'s ``compare`` (the Evidently report, its HTML and JSON) and
+writing
 both files to an artifact store. The champion's predictions on images, which the asset also makes
 (at most 300 per side), are not part of a report on feature rows.
 """
@@ -56,8 +57,8 @@ def feature_table(n: int, seed: int, brightness: float = 0.5):
 def _drift_child(rows: int, max_rows: int) -> None:
     """Runs in a subprocess: two reports (cold, then warm) and the peak RSS, as JSON."""
     # compare imports Evidently on its first call, so the first report pays for it, as a run does.
-    from cv_assets.lib.drift import DriftSettings, compare, drift_columns
-    from cv_assets.lib.store import ArtifactStore
+    from cv_assets.lib.core.store import ArtifactStore
+    from cv_assets.lib.monitoring.drift import DriftSettings, compare, drift_columns
 
     ref = feature_table(rows, seed=1)
     cur = feature_table(rows, seed=2, brightness=0.52)  # a mild shift: one column drifts

@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks.bench_intake import _fresh, _home
 from benchmarks.common import QUICK, Result
-from cv_assets.lib.procs import stop_group
+from cv_assets.lib.core.procs import stop_group
 
 # Numeric metadata in the spirit of what each asset records (counts, sizes, scores).
 META: dict[str, dict[str, float]] = {

@@ -13,13 +13,13 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.common import QUICK, WORK, Result, timed
-from cv_assets.lib.images import ImageLimits
-from cv_assets.lib.intake import ingest_batch
-from cv_assets.lib.landing import LandingZone
-from cv_assets.lib.raw import copy_raw_batch, load_raw_manifest
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.store import ArtifactStore
-from cv_assets.lib.synth import CLASSES, write_batches
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.ingest.images import ImageLimits
+from cv_assets.lib.ingest.intake import ingest_batch
+from cv_assets.lib.ingest.landing import LandingZone
+from cv_assets.lib.ingest.raw import copy_raw_batch, load_raw_manifest
+from cv_assets.lib.synth.batches import CLASSES, write_batches
 
 # Dagster's console logger at DEBUG would print every event of every run.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -150,7 +150,7 @@ def land_and_tick(instance, cfg: PlatformConfig, root: Path, n: int) -> list[flo
 
     from cv_assets.defs.ingest.partitions import BATCHES
     from cv_assets.defs.ingest.sensors import landing_sensor
-    from cv_assets.lib.landing import LandingCursor
+    from cv_assets.lib.ingest.landing import LandingCursor
     from cv_assets.resources.environment import platform_resources
 
     landing = Path(cfg.landing_root)

@@ -1,7 +1,7 @@
 """Our metric against the COCO reference on a real champion, and the gate's interval on real data.
 
 Reads the demo's home (``DEMO_HOME``, default ``./.cv_assets``): the champion's weights predict its
-own frozen test split once; ``lib/metrics.py`` and faster-coco-eval score the same predictions.
+own frozen test split once; ``lib/core/metrics.py`` and faster-coco-eval score the same predictions.
 When the registry also holds the champion before it, both are scored on that split and the paired
 bootstrap gives the interval the gate reports, so its width on a real test split is measured.
 """
@@ -14,14 +14,16 @@ from benchmarks.common import Result, Skipped
 
 
 def metric_vs_coco_on_champion() -> Result:
-    from cv_assets.lib.bootstrap import paired_bootstrap
-    from cv_assets.lib.metrics import evaluate_detections, read_yolo_truth
-    from cv_assets.lib.settings import PlatformConfig
-    from cv_assets.lib.store import ArtifactStore
-    from cv_assets.lib.training import input_sizes, local_file, test_split
-    from cv_assets.lib.yolo import predict_yolo, verified_weights
+    from cv_assets.lib.core.files import local_file
+    from cv_assets.lib.core.metrics import evaluate_detections, read_yolo_truth
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.lib.core.store import ArtifactStore
+    from cv_assets.lib.dataset.snapshot import test_split
+    from cv_assets.lib.training.bootstrap import paired_bootstrap
+    from cv_assets.lib.training.train import input_sizes
+    from cv_assets.lib.training.yolo import predict_yolo, verified_weights
     from cv_assets.status import registry_for
-    from cv_assets_tests.lib.test_metrics_coco import coco_reference
+    from cv_assets_tests.lib.core.test_metrics_coco import coco_reference
 
     home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})

@@ -26,8 +26,8 @@ THREADS = 2
 
 @cache
 def _champion() -> dict[str, Any]:
-    from cv_assets.lib.settings import PlatformConfig
-    from cv_assets.lib.store import ArtifactStore
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.lib.core.store import ArtifactStore
     from cv_assets.status import registry_for
 
     home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
@@ -79,7 +79,7 @@ def _bench_champion() -> Any:
     from benchmarks.bench_intake import QUIET, _fresh, _home
     from cv_assets.definitions import build_defs
     from cv_assets.defs.ingest.partitions import BATCHES
-    from cv_assets.lib.synth import write_batches
+    from cv_assets.lib.synth.batches import write_batches
 
     cfg = _home(_fresh("mobile_champion"))
     instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
@@ -111,8 +111,8 @@ def _latencies(rounds: int = 15, calls: int = 20) -> dict[str, Any]:
     """
     import torch
 
-    from cv_assets.lib.onnx_detect import OnnxDetector
-    from cv_assets.lib.yolo import prepare_ultralytics
+    from cv_assets.lib.core.onnx_detect import OnnxDetector
+    from cv_assets.lib.training.yolo import prepare_ultralytics
 
     c = _champion()
     prepare_ultralytics()

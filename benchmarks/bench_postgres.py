@@ -11,7 +11,7 @@ import statistics
 
 from benchmarks.bench_intake import _fresh, land_and_tick
 from benchmarks.common import QUICK, Result
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 
 def sensor_tick_postgres() -> Result:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks.bench_intake import QUIET, _fresh, _home
 from benchmarks.common import QUICK, Result, Skipped
-from cv_assets.lib.synth import write_batches
+from cv_assets.lib.synth.batches import write_batches
 
 
 def _side_by_side(
@@ -20,8 +20,8 @@ def _side_by_side(
 
     from cv_assets.definitions import build_defs
     from cv_assets.defs.ingest.partitions import BATCHES
-    from cv_assets.lib import tracking
-    from cv_assets.lib.yolo import TrainParams, prepare_ultralytics, ultralytics_train_args
+    from cv_assets.lib.tracking import runs as tracking
+    from cv_assets.lib.training.yolo import TrainParams, prepare_ultralytics, ultralytics_train_args
 
     root = _fresh(name)
     cfg = _home(root)
@@ -124,8 +124,8 @@ def gpu_throughput() -> Result:
 
 def quality_from_demo() -> Result:
     """Reads the champion the last `make demo` produced: no retraining, the demo's real numbers."""
-    from cv_assets.lib import tracking
-    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.lib.tracking import runs as tracking
     from cv_assets.status import registry_for
 
     home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import WORK
-from cv_assets.lib.dataset import build_snapshot
-from cv_assets.lib.raw import DedupIndex
-from cv_assets.lib.store import ArtifactStore
-from cv_assets.lib.synth import CLASSES
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.dataset.snapshot import build_snapshot
+from cv_assets.lib.ingest.raw import DedupIndex
+from cv_assets.lib.synth.batches import CLASSES
 
 
 def _digests(rng: np.random.Generator, n: int) -> list[str]:
@@ -60,8 +60,8 @@ def dedup_read_s3(batches: int, per: int, latency_s: float = 0.015) -> dict[int,
 
     from moto.server import ThreadedMotoServer
 
-    from cv_assets.lib import raw
-    from cv_assets.lib.store import s3_client
+    from cv_assets.lib.core.store import s3_client
+    from cv_assets.lib.ingest import raw
     from cv_assets_tests.conftest import _free_port
     from cv_assets_tests.integration.flaky import FlakyProxy
 
@@ -138,7 +138,7 @@ def per_batch_runs(per: int = 128) -> dict[str, float]:
     from benchmarks.bench_intake import QUIET, _fresh, _home
     from cv_assets.definitions import build_defs
     from cv_assets.defs.ingest.partitions import BATCHES
-    from cv_assets.lib.synth import write_batches
+    from cv_assets.lib.synth.batches import write_batches
 
     cfg = _home(_fresh("scale_runs"))
     instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))

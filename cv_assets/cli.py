@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cv_assets.lib.settings import PlatformConfig
-    from cv_assets.lib.synth import format_shift, parse_shift, write_batches
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.lib.synth.batches import format_shift, parse_shift, write_batches
 
     cfg = PlatformConfig.from_env()
     landing = args.landing or cfg.landing_root
@@ -65,8 +65,8 @@ def _promote(args: argparse.Namespace) -> int:
     import getpass
 
     from cv_assets.defs.training.champion import report_champion_decision
-    from cv_assets.lib.registry import RegistryError
-    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.lib.tracking.registry import RegistryError
     from cv_assets.status import open_instance, registry_for
 
     cfg = PlatformConfig.from_env()
@@ -214,7 +214,7 @@ URI_VARIABLES = (
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
-    from cv_assets.lib.secrets import mask_secrets_in
+    from cv_assets.lib.core.secrets import mask_secrets_in
 
     args = build_parser().parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from cv_assets.defs.ingest import definitions as ingest
 from cv_assets.defs.mobile import definitions as mobile
 from cv_assets.defs.monitoring import definitions as monitoring
 from cv_assets.defs.training import definitions as training
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.environment import platform_resources
 
 

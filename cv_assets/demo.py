@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from cv_assets.home import REPO, prepare_home
-from cv_assets.lib.procs import stop_group
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.procs import stop_group
+from cv_assets.lib.core.settings import PlatformConfig
 
 TIMEOUT_S = int(os.environ.get("DEMO_TIMEOUT_S", "2400"))
 # Sized to train within ~10 CPU-minutes on 2 cores; the README explains the choice.

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from cv_assets.lib import tracking
-from cv_assets.lib.secrets import mask_secrets_in, mask_uri
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.secrets import mask_secrets_in, mask_uri
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.tracking import runs as tracking
 
 PINS = {
     "dagster": "1.13.27",
@@ -101,7 +102,7 @@ def check_storage(cfg: PlatformConfig) -> list[Check]:
         shown = mask_uri(root)
         try:
             store = ArtifactStore(root, cfg.s3_endpoint_url)
-            key = f".doctor/{uuid.uuid4().hex}"
+            key = f"{layout.DOCTOR_PREFIX}{uuid.uuid4().hex}"
             store.put_bytes(key, b"ok")
             assert store.get_bytes(key) == b"ok"
             store.delete(key)

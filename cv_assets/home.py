@@ -4,7 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib import tracking
-from cv_assets.lib.mobile import FORMATS
-from cv_assets.lib.registry import URI_TAGS, ModelVersion, Registry, RegistryError
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.store import ArtifactStore, sha256_bytes, sha256_file
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.core.store import ArtifactStore, sha256_bytes, sha256_file
+from cv_assets.lib.mobile.release import FORMATS
+from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.tracking.registry import URI_TAGS, ModelVersion, Registry, RegistryError
 from cv_assets.status import PAGE, open_instance, registry_for
 
 # Dagster writes this tag on each materialization, per input, naming the storage id of the
@@ -185,8 +186,8 @@ def _mobile(
     record: dict[str, Any] = {}
     key = mat.tags.get(DATA_VERSION_TAG) if mat else None
     # mobile_model's data version is its release key; build_mobile_release writes this record.
-    if key and store.exists(f"mobile/{key}/release.json"):
-        record = json.loads(store.get_bytes(f"mobile/{key}/release.json"))
+    if key and store.exists(layout.mobile_release(key)):
+        record = json.loads(store.get_bytes(layout.mobile_release(key)))
     if record and record.get("weights_sha256") != mv.weights_sha256:
         problems.append(
             f"mobile release {key} was converted from weights {record.get('weights_sha256')}, "

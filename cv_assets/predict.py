@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cv_assets.lib.onnx_detect import OnnxDetector
+    from cv_assets.lib.core.onnx_detect import OnnxDetector
 
 
 class ModelNotFound(ValueError):
@@ -36,7 +36,7 @@ def load_detector(path: Path) -> OnnxDetector:
     leaves the model's folder) with its own exception types, none of them ``OSError``; any of
     them, and a file that loads but is not a detector, is the same one-line refusal.
     """
-    from cv_assets.lib.onnx_detect import OnnxDetector
+    from cv_assets.lib.core.onnx_detect import OnnxDetector
 
     try:
         det = OnnxDetector(path)
@@ -60,9 +60,9 @@ def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
                 f"cannot load model {model}: no such file (give an .onnx/.ort path or 'champion')"
             )
         return path, {"source": str(path)}
-    from cv_assets.lib.registry import URI_TAGS, read_champion
-    from cv_assets.lib.settings import PlatformConfig
-    from cv_assets.lib.store import ArtifactStore
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.lib.core.store import ArtifactStore
+    from cv_assets.lib.tracking.registry import URI_TAGS, read_champion
 
     cfg = PlatformConfig.from_env()
     store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
@@ -91,7 +91,7 @@ def predict(
     model: str, images: list[str], fmt: str = "app", conf: float = 0.25, iou: float = 0.7
 ) -> tuple[dict[str, Any], int]:
     """The JSON document ``predict`` prints, and the number of images that failed."""
-    from cv_assets.lib.onnx_detect import ImageUnreadable, read_image
+    from cv_assets.lib.core.onnx_detect import ImageUnreadable, read_image
 
     path, info = resolve_model(model, fmt)
     det = load_detector(path)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 EXPORT_RECORD = "review.json"
 REVIEWED = ("images", "labels")  # the subfolders import reads; the others are for the reviewer
@@ -53,7 +53,7 @@ class ReviewCliError(Exception):
 
 
 def _store(cfg: PlatformConfig, root: str | None = None) -> Any:
-    from cv_assets.lib.store import ArtifactStore
+    from cv_assets.lib.core.store import ArtifactStore
 
     return ArtifactStore(root or cfg.artifacts_root, cfg.s3_endpoint_url)
 
@@ -81,7 +81,7 @@ def newest_queue(cfg: PlatformConfig, batch_id: str) -> dict[str, Any] | None:
 def _read_table(store: Any, md: dict[str, Any]) -> Any:
     import pandas as pd
 
-    from cv_assets.lib.store import sha256_bytes
+    from cv_assets.lib.core.store import sha256_bytes
 
     uri = str(md["table"])
     data = store.get_bytes(store.key_of(uri))
@@ -94,7 +94,7 @@ def export_review(
     cfg: PlatformConfig, batch_id: str, out: Path | None = None, top: int | None = None
 ) -> str:
     """Write the review folder of ``batch_id``'s newest queue; returns what to tell the user."""
-    from cv_assets.lib.raw import raw_prefix
+    from cv_assets.lib.core import layout
 
     md = newest_queue(cfg, batch_id)
     if md is None:
@@ -119,7 +119,7 @@ def export_review(
         stem, source = str(r.stem), str(r.source)
         # The bytes as landed, not the standardised copy: the same sha256 is what makes the
         # re-landed image a correction of this sample rather than a new one.
-        raw = store.get_bytes(f"{raw_prefix(batch_id)}/files/{source}")
+        raw = store.get_bytes(f"{layout.raw_files(batch_id)}/{source}")
         (out / "images" / PurePosixPath(source).name).write_bytes(raw)
         label = store.get_bytes(store.key_of(str(r.label_uri)))
         (out / "labels" / f"{stem}.txt").write_bytes(label)
@@ -270,8 +270,8 @@ def _problems(
     folder: ReviewFolder, classes: list[str]
 ) -> tuple[dict[str, str], dict[str, bytes], list[str]]:
     """Image names and label bytes by stem, and every problem, each naming file, line and rule."""
-    from cv_assets.lib.intake import IMAGE_EXTS, is_portable_path
-    from cv_assets.lib.labels import label_table, parse_label_file, validate_labels
+    from cv_assets.lib.ingest.labels import label_table, parse_label_file, validate_labels
+    from cv_assets.lib.ingest.names import IMAGE_EXTS, is_portable_path
 
     images: dict[str, str] = {}
     labels: dict[str, bytes] = {}
@@ -315,8 +315,8 @@ def import_review(
     are refused with exit status 2 before any label is looked at: a correction batch skips
     intake's duplicate check, so it must hold only what the reviewer's folder itself holds.
     """
-    from cv_assets.lib.intake import CORRECTION_SOURCE_PREFIX
-    from cv_assets.lib.landing import BATCH_ID_RE, MARKER, is_valid_batch_id
+    from cv_assets.lib.ingest.intake import CORRECTION_SOURCE_PREFIX
+    from cv_assets.lib.ingest.landing import BATCH_ID_RE, MARKER, is_valid_batch_id
 
     read = read_review_folder(folder)
     if read.refusals:

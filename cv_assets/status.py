@@ -10,12 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib import tracking
-from cv_assets.lib.landing import LandingZone
-from cv_assets.lib.registry import URI_TAGS, Registry
-from cv_assets.lib.review import KINDS
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.ingest.landing import LandingZone
+from cv_assets.lib.monitoring.review import KINDS
+from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.tracking.registry import URI_TAGS, Registry
 
 PAGE = 1000
 

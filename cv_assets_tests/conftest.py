@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from cv_assets.home import prepare_home
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.synth import BatchSummary, parse_shift, write_batches
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.synth.batches import BatchSummary, parse_shift, write_batches
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def s3_bucket(s3_endpoint: str) -> str:
     """A fresh, empty bucket on the S3 server; returns its s3:// root."""
     import uuid
 
-    from cv_assets.lib.store import s3_client
+    from cv_assets.lib.core.store import s3_client
 
     name = f"cv-{uuid.uuid4().hex[:12]}"
     s3_client(s3_endpoint).create_bucket(Bucket=name)

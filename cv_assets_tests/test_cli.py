@@ -125,7 +125,7 @@ def external_data_detector(folder: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from cv_assets_tests.lib.test_onnx_detect import constant_detector
+    from cv_assets_tests.lib.core.test_onnx_detect import constant_detector
 
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(constant_detector(folder.parent / "plain.onnx")))

@@ -96,7 +96,7 @@ def test_a_password_in_the_tracking_uri_is_shown_as_its_variable_and_resolves_at
     from dagster._core.remote_representation.external_data import RepositorySnap
     from dagster_shared.serdes import serialize_value
 
-    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.core.settings import PlatformConfig
     from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
     secret = "pa55-w0rd-7f3a"

@@ -29,7 +29,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.workspace.config_schema import process_workspace_config
 from dagster._serdes import class_from_code_pointer
 
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 pytestmark = pytest.mark.unit
 

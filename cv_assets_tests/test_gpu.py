@@ -2,7 +2,7 @@
 
 import pytest
 
-from cv_assets.lib import tracking
+from cv_assets.lib.tracking import runs as tracking
 from cv_assets_tests.defs.conftest import ingest, materialized, train
 
 pytestmark = pytest.mark.gpu

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
-from cv_assets.lib.registry import URI_TAGS
+from cv_assets.lib.tracking.registry import URI_TAGS
 from cv_assets.status import registry_for
 from cv_assets_tests.defs.conftest import QUIET, TINY, ingest, materialized, train
 from cv_assets_tests.test_cli import cli

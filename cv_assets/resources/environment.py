@@ -17,7 +17,7 @@ from typing import Any, overload
 
 import dagster as dg
 
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.io_manager import JsonRecordIOManager
 from cv_assets.resources.storage import (
     ArtifactStoreResource,

@@ -16,14 +16,14 @@ from typing import Any
 
 import dagster as dg
 
+from cv_assets.lib.core import layout
 from cv_assets.resources.storage import ArtifactStoreResource
 
-UNPARTITIONED = "_all"
 RECORD_SHA = "record_sha256"
 
 
 def record_key(asset: str, partition: str | None) -> str:
-    return f"records/{asset}/{partition or UNPARTITIONED}.json"
+    return layout.record(asset, partition)
 
 
 def record_bytes(obj: Any) -> bytes:

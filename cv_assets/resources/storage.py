@@ -6,11 +6,11 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib import tracking
-from cv_assets.lib.landing import LandingZone
-from cv_assets.lib.registry import Registry
-from cv_assets.lib.store import ArtifactStore
-from cv_assets.lib.tracking import MODEL_NAME
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.ingest.landing import LandingZone
+from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.tracking.registry import Registry
+from cv_assets.lib.tracking.runs import MODEL_NAME
 
 
 @lru_cache(maxsize=8)

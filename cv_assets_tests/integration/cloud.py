@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from cv_assets.home import prepare_home
-from cv_assets.lib.intake import is_portable_path
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.store import ArtifactStore, s3_client, sha256_bytes, split_s3_uri
-from cv_assets.lib.synth import write_batches
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.core.store import ArtifactStore, s3_client, sha256_bytes, split_s3_uri
+from cv_assets.lib.ingest.names import is_portable_path
+from cv_assets.lib.synth.batches import write_batches
 from cv_assets_tests.integration.pg import PgCluster, postgres_dagster_yaml, postgres_instance_env
 
 

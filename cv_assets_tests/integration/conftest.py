@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cv_assets.lib.procs import stop_group
+from cv_assets.lib.core.procs import stop_group
 from cv_assets_tests.integration.pg import PgCluster, find_bindir, start_cluster
 
 

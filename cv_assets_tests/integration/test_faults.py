@@ -11,7 +11,7 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.core.store import ArtifactStore
 from cv_assets_tests.defs.conftest import QUIET, TINY, materialized
 from cv_assets_tests.integration.cloud import cloud_platform, land_in_s3, verify_store
 from cv_assets_tests.integration.flaky import FlakyProxy

@@ -14,8 +14,8 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.lib import tracking
-from cv_assets.lib.store import ArtifactStore, split_s3_uri
+from cv_assets.lib.core.store import ArtifactStore, split_s3_uri
+from cv_assets.lib.tracking import runs as tracking
 from cv_assets.status import collect_status
 from cv_assets_tests.defs.conftest import QUIET, materialized, train
 from cv_assets_tests.integration.cloud import (

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 
 from cv_assets.home import REPO
-from cv_assets.lib.procs import stop_group
+from cv_assets.lib.core.procs import stop_group
 from cv_assets_tests.conftest import _free_port
 
 WORKSPACE = ("-w", str(REPO / "workspace.yaml"))
@@ -95,7 +95,7 @@ def check_lineage_in_ui(page, base: str, doc: dict[str, Any], instance) -> list[
 def main(argv: list[str]) -> int:
     from playwright.sync_api import sync_playwright
 
-    from cv_assets.lib.settings import PlatformConfig
+    from cv_assets.lib.core.settings import PlatformConfig
     from cv_assets.status import registry_for
 
     home, *versions = argv

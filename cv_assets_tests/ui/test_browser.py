@@ -24,8 +24,8 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from cv_assets.home import REPO
-from cv_assets.lib.procs import stop_group
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.procs import stop_group
+from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets_tests.conftest import _free_port
 from cv_assets_tests.defs.conftest import ingest, train
 from cv_assets_tests.test_cli import cli

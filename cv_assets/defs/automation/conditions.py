@@ -15,7 +15,7 @@ from datetime import timedelta
 import dagster as dg
 
 from cv_assets.defs.automation.state import last_training_start, new_accepted_data
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 
 def _all_or_nothing(context: dg.AutomationContext, ok: bool) -> dg.AutomationResult:

@@ -5,7 +5,7 @@ import dagster as dg
 from cv_assets.defs.automation.conditions import model_freshness, training_dataset_condition
 from cv_assets.defs.automation.schedules import retrain_schedule
 from cv_assets.defs.automation.sensors import degradation_sensor, drift_sensor, retrain_automation
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 defs = dg.Definitions(
     sensors=[retrain_automation, drift_sensor, degradation_sensor], schedules=[retrain_schedule]

@@ -8,7 +8,7 @@ import dagster as dg
 
 from cv_assets.defs.automation.state import last_training_start, new_accepted_data
 from cv_assets.defs.training.jobs import training_job
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.storage import PlatformSettings
 
 _CFG = PlatformConfig.from_env()

@@ -13,7 +13,7 @@ import dagster as dg
 
 from cv_assets.defs.automation.state import last_training_start
 from cv_assets.defs.training.jobs import TRAINING_ASSETS, TRAINING_TAGS, training_job
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.storage import PlatformSettings
 
 PAGE = 200

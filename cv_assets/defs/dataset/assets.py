@@ -7,8 +7,9 @@ import dagster as dg
 import pandas as pd
 
 from cv_assets.defs.common import OWNERS, parquet_table_metadata
-from cv_assets.lib.dataset import SPLITS, build_snapshot, data_yaml, parquet_bytes
-from cv_assets.lib.report import md_table
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.dataset.snapshot import SPLITS, build_snapshot, data_yaml, parquet_bytes
 from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
 
 
@@ -36,15 +37,16 @@ def training_dataset(
     snap = build_snapshot(tables, settings.classes)
     if snap.samples.empty:
         raise dg.Failure(description="no accepted samples yet: land and validate a batch first")
-    prefix = f"datasets/{snap.version}"
+    prefix = layout.dataset_prefix(snap.version)
     table = parquet_bytes(snap.samples)
-    samples = store.put_bytes(f"{prefix}/samples.parquet", table)
+    samples = store.put_bytes(layout.dataset_samples(snap.version), table)
     for split in SPLITS:
         store.put_bytes(
-            f"{prefix}/{split}.txt", ("\n".join(snap.split_paths(split)) + "\n").encode()
+            layout.dataset_split_list(snap.version, split),
+            ("\n".join(snap.split_paths(split)) + "\n").encode(),
         )
     yaml_ref = store.put_bytes(
-        f"{prefix}/data.yaml", data_yaml(snap.classes, store.uri(prefix)).encode()
+        layout.dataset_yaml(snap.version), data_yaml(snap.classes, store.uri(prefix)).encode()
     )
     record = {
         "version": snap.version,
@@ -56,7 +58,7 @@ def training_dataset(
         "images": len(snap.samples),
         "samples": samples.as_dict(),
         "data_yaml": yaml_ref.as_dict(),
-        "data_yaml_key": f"{prefix}/data.yaml",
+        "data_yaml_key": layout.dataset_yaml(snap.version),
     }
     per_class = md_table(
         [(c, *(snap.class_counts[s][c] for s in SPLITS)) for c in snap.classes],

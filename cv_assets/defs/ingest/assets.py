@@ -9,10 +9,16 @@ from cv_assets.defs.common import OWNERS, parquet_table_metadata
 from cv_assets.defs.ingest.checks import ACCEPTANCE_CHECK, acceptance_result
 from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.partitions import batches
-from cv_assets.lib.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS, ingest_batch, table_bytes
-from cv_assets.lib.landing import BatchRefused, Manifest, clip
-from cv_assets.lib.raw import DedupIndex, copy_raw_batch
-from cv_assets.lib.report import md_table
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.ingest.intake import (
+    QUARANTINE_COLUMNS,
+    SAMPLE_COLUMNS,
+    ingest_batch,
+    table_bytes,
+)
+from cv_assets.lib.ingest.landing import BatchRefused, Manifest, clip
+from cv_assets.lib.ingest.raw import DedupIndex, copy_raw_batch
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
@@ -101,7 +107,7 @@ def intake(
             f"max_classes = {config.max_classes:,}",
             allow_retries=False,
         )
-    files_key, out_key = raw_batch["files_key"], f"std/{bid}"
+    files_key, out_key = raw_batch["files_key"], layout.standardised(bid)
     dedup = DedupIndex(store)
     res = ingest_batch(
         bid,
@@ -123,8 +129,8 @@ def intake(
         "quarantine": table_bytes(res.quarantine, QUARANTINE_COLUMNS),
         "features": table_bytes(res.features),
     }
-    samples = store.put_bytes(f"validated/{bid}/samples.parquet", tables["samples"])
-    quarantine = store.put_bytes(f"validated/{bid}/quarantine.parquet", tables["quarantine"])
+    samples = store.put_bytes(layout.validated_table(bid, "samples"), tables["samples"])
+    quarantine = store.put_bytes(layout.validated_table(bid, "quarantine"), tables["quarantine"])
     features = store.put_bytes(f"features/{bid}/features.parquet", tables["features"])
     reasons = md_table(res.top_reasons(), ["rule", "items"])
     preview = md_table(

@@ -3,9 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from cv_assets.lib.images import ImageLimits
-from cv_assets.lib.labels import LabelLimits
-from cv_assets.lib.landing import MAX_CLASSES
+from cv_assets.lib.ingest.images import ImageLimits
+from cv_assets.lib.ingest.labels import LabelLimits
+from cv_assets.lib.ingest.landing import MAX_CLASSES
 
 
 class IntakeConfig(dg.Config):

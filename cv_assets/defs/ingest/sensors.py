@@ -8,9 +8,9 @@ import dagster as dg
 from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.jobs import intake_job
 from cv_assets.defs.ingest.partitions import BATCHES, batches
-from cv_assets.lib.landing import LandingCursor, brief_list, clip, plan_landing_tick
-from cv_assets.lib.raw import load_raw_manifest
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.ingest.landing import LandingCursor, brief_list, clip, plan_landing_tick
+from cv_assets.lib.ingest.raw import load_raw_manifest
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
 INTERVAL_S = PlatformConfig.from_env().sensor_interval_s

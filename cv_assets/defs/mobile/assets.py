@@ -8,8 +8,8 @@ from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.mobile.checks import INT8_CHECK, PARITY_CHECK, parity_results, parity_table
 from cv_assets.defs.mobile.config import MobileConfig
-from cv_assets.lib.export import EXPORT_CODE_VERSION, ExportFailed
-from cv_assets.lib.mobile import build_mobile_release
+from cv_assets.lib.mobile.build import build_mobile_release
+from cv_assets.lib.mobile.export import EXPORT_CODE_VERSION, ExportFailed
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib.mobile import FORMATS
-from cv_assets.lib.report import md_table
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.mobile.release import FORMATS
 
 PARITY_CHECK = dg.AssetCheckSpec(
     "onnx_parity_ok",

@@ -3,8 +3,8 @@
 import dagster as dg
 from pydantic import Field
 
-from cv_assets.lib.export import QuantScheme
-from cv_assets.lib.mobile import Budgets
+from cv_assets.lib.mobile.export import QuantScheme
+from cv_assets.lib.mobile.release import Budgets
 
 
 class QuantConfig(dg.Config):

@@ -9,11 +9,12 @@ from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
 from cv_assets.defs.monitoring.config import DriftConfig
-from cv_assets.lib import tracking
-from cv_assets.lib.drift import drift_for_batch
-from cv_assets.lib.drift_plots import drift_chart_png
-from cv_assets.lib.plots import markdown_image
-from cv_assets.lib.report import md_table
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.plots import markdown_image
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.monitoring.drift import drift_for_batch
+from cv_assets.lib.monitoring.drift_plots import drift_chart_png
+from cv_assets.lib.tracking import runs as tracking
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
 DRIFT_CODE_VERSION = "1"
@@ -53,7 +54,7 @@ def drift_report(
         settings=settings,
         max_prediction_images=config.max_prediction_images,
     )
-    prefix = f"drift/{bid}/v{champ.version}"
+    prefix = layout.drift_prefix(bid, champ.version)
     files = {
         "report.html": res.html.encode(),
         "report.json": json.dumps(res.report_json, indent=1, default=str).encode(),

@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib.registry import ModelVersion
+from cv_assets.lib.tracking.registry import ModelVersion
 
 _FIELDS = {f.name for f in fields(ModelVersion)}
 

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from cv_assets.lib.drift import DriftSettings
+from cv_assets.lib.monitoring.drift import DriftSettings
 
 
 class DriftConfig(dg.Config):

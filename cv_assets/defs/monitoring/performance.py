@@ -9,8 +9,9 @@ from pydantic import Field
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
-from cv_assets.lib.performance import EVAL_CONF, EVAL_IOU, batch_performance
-from cv_assets.lib.report import md_table
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.monitoring.performance import EVAL_CONF, EVAL_IOU, batch_performance
 from cv_assets.resources.storage import ArtifactStoreResource
 
 
@@ -63,7 +64,9 @@ def champion_performance(
     )
     s = perf.summary()
     record = s | {"champion_version": champ.version, "per_class": perf.per_class()}
-    ref = store.put_bytes(f"performance/{bid}/v{champ.version}.json", json.dumps(record).encode())
+    ref = store.put_bytes(
+        layout.performance_record(bid, champ.version), json.dumps(record).encode()
+    )
     rows = [(c["class"], c["instances"], c["ap50"], c["ap50_95"]) for c in record["per_class"]]
     (context.log.warning if perf.degraded else context.log.info)(f"{bid}: {perf.reason}")
     nan = float("nan")  # a missing test mAP50 is plotted as a gap, never as a fake 0

@@ -8,9 +8,10 @@ from pydantic import Field
 from cv_assets.defs.common import OWNERS, parquet_table_metadata
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
-from cv_assets.lib.plots import markdown_image
-from cv_assets.lib.report import md_table
-from cv_assets.lib.review import ReviewSettings, review_batch, thumbnail_png
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.plots import markdown_image
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.monitoring.review import ReviewSettings, review_batch, thumbnail_png
 from cv_assets.resources.storage import ArtifactStoreResource
 
 REVIEW_CODE_VERSION = "1"
@@ -60,7 +61,7 @@ def review_queue(
         settings=config.settings(),
         max_items=config.max_items,
     )
-    prefix = f"review/{bid}/v{champ.version}"
+    prefix = layout.review_prefix(bid, champ.version)
     q.table["crop_uri"] = [
         store.put_bytes(f"{prefix}/crops/{name}", png).uri
         for name, png in zip(q.table["crop"], q.crops, strict=True)

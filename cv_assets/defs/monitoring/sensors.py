@@ -9,7 +9,7 @@ import dagster as dg
 
 from cv_assets.defs.automation.sensors import INTERVAL_S, new_materializations
 from cv_assets.defs.monitoring.jobs import batch_monitoring_job
-from cv_assets.lib.registry import read_champion
+from cv_assets.lib.tracking.registry import read_champion
 from cv_assets.resources.storage import ArtifactStoreResource
 
 

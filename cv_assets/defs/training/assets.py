@@ -15,15 +15,14 @@ from cv_assets.defs.training.champion import (
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig
 from cv_assets.defs.training.metadata import evaluation_metadata, test_metrics
-from cv_assets.lib import tracking
-from cv_assets.lib.dataset import DatasetTooSmall, check_trainable
-from cv_assets.lib.promotion import promotion_refusal, register_candidate
-from cv_assets.lib.report import md_table
-from cv_assets.lib.training import (
+from cv_assets.lib.core.files import local_file, scratch_dir
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.dataset.snapshot import DatasetTooSmall, check_trainable
+from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.training.promotion import promotion_refusal, register_candidate
+from cv_assets.lib.training.train import (
     TRAIN_CODE_VERSION,
     evaluate_challenger,
-    local_file,
-    scratch_dir,
     search_space,
     train_and_record,
 )

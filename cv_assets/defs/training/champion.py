@@ -11,10 +11,10 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib import tracking
-from cv_assets.lib.registry import Registry
-from cv_assets.lib.report import md_table
-from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.tracking.registry import Registry
 from cv_assets.resources.io_manager import RECORD_SHA, record_bytes, record_key, record_sha256
 
 ASSET = "champion_model"

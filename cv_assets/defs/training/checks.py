@@ -5,8 +5,8 @@ from typing import Any
 import dagster as dg
 
 from cv_assets.defs.training.metadata import interval_metadata
-from cv_assets.lib.gate import GateDecision
-from cv_assets.lib.report import md_table
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.training.gate import GateDecision
 
 GATE_CHECK = dg.AssetCheckSpec(
     "challenger_beats_champion",

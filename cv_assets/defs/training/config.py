@@ -5,9 +5,9 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
-from cv_assets.lib.gate import GateSettings
-from cv_assets.lib.settings import gate_defaults_from_env, train_defaults_from_env
-from cv_assets.lib.yolo import TrainParams
+from cv_assets.lib.core.settings import gate_defaults_from_env, train_defaults_from_env
+from cv_assets.lib.training.gate import GateSettings
+from cv_assets.lib.training.yolo import TrainParams
 
 # The team's training recipe (CV_ASSETS_TRAIN) becomes the defaults, because runs that automation
 # launches carry no run config of their own; the launchpad shows these values.

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
 
 TRAINING_ASSETS = dg.AssetSelection.assets(
     "training_dataset", "yolo_model", "model_evaluation", "mobile_model", "champion_model"

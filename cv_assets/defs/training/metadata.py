@@ -4,10 +4,10 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.lib.gate import GateDecision
-from cv_assets.lib.plots import markdown_image
-from cv_assets.lib.report import md_table
-from cv_assets.lib.training import ChallengerEvaluation
+from cv_assets.lib.core.plots import markdown_image
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.training.gate import GateDecision
+from cv_assets.lib.training.train import ChallengerEvaluation
 
 SIZES = ("ap_small", "ap_medium", "ap_large")
 

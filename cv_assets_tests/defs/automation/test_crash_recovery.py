@@ -22,8 +22,8 @@ from dagster._core.events import DagsterEventType, EngineEventData
 from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.synth import BatchSummary
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.synth.batches import BatchSummary
 from cv_assets.resources.run_launcher import LAUNCHED_ON_TAG, STARTED_PROCESS, worker_status
 from cv_assets_tests.conftest import land
 from cv_assets_tests.defs.automation.test_daemon_loop import Daemon

@@ -8,7 +8,7 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.lib.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS
+from cv_assets.lib.ingest.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS
 from cv_assets_tests.conftest import EXPECTED_RULE, land
 
 pytestmark = pytest.mark.asset
@@ -140,7 +140,7 @@ def test_no_single_file_can_fail_a_batch_each_is_quarantined_by_name(cfg, instan
     import os
 
     from cv_assets.status import collect_status
-    from cv_assets_tests.lib.test_images import PNG_CHUNK_PAST_EOF, inflating, png_with_chunk
+    from cv_assets_tests.lib.ingest.test_images import PNG_CHUNK_PAST_EOF, inflating, png_with_chunk
 
     (s,) = land(cfg, images=6, seed=20)
     images, labels = s.path / "images", s.path / "labels"

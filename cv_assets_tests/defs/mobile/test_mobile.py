@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cv_assets.lib import tracking
-from cv_assets.lib.export import head_float_nodes
-from cv_assets.lib.onnx_detect import OnnxDetector
-from cv_assets.lib.store import sha256_file
+from cv_assets.lib.core.onnx_detect import OnnxDetector
+from cv_assets.lib.core.store import sha256_file
+from cv_assets.lib.mobile.export import head_float_nodes
+from cv_assets.lib.tracking import runs as tracking
 from cv_assets.predict import predict
 from cv_assets.resources.io_manager import record_key
 from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import check_named, materialized, train
-from cv_assets_tests.lib.test_mlflow_model import as_printed
+from cv_assets_tests.lib.tracking.test_mlflow_model import as_printed
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.monitoring.performance import champion_performance
-from cv_assets.lib.export import predict_files
-from cv_assets.lib.metrics import evaluate_detections, read_yolo_truth
-from cv_assets.lib.store import ArtifactStore
+from cv_assets.lib.core.metrics import evaluate_detections, read_yolo_truth
+from cv_assets.lib.core.onnx_detect import predict_files
+from cv_assets.lib.core.store import ArtifactStore
 from cv_assets_tests.defs.conftest import QUIET, ingest, materialized, train
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from PIL import Image
 from cv_assets.definitions import build_defs
 from cv_assets.defs.automation.sensors import drift_sensor
 from cv_assets.defs.monitoring.sensors import validated_batch_sensor
-from cv_assets.lib import tracking
+from cv_assets.lib.tracking import runs as tracking
 from cv_assets.resources.environment import platform_resources
 from cv_assets.resources.storage import PlatformSettings
 from cv_assets.status import collect_status

@@ -18,10 +18,10 @@ from PIL import Image
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.defs.monitoring.review import review_queue
-from cv_assets.lib.metrics import box_iou
-from cv_assets.lib.onnx_detect import OnnxDetector, read_image
-from cv_assets.lib.review import predictions_text
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.metrics import box_iou
+from cv_assets.lib.core.onnx_detect import OnnxDetector, read_image
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.monitoring.review import predictions_text
 from cv_assets.status import registry_for
 from cv_assets_tests.conftest import land
 from cv_assets_tests.defs.conftest import QUIET, materialized, train

@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
-from cv_assets.lib.promotion import register_candidate
-from cv_assets.lib.settings import PlatformConfig
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.training.promotion import register_candidate
 from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import QUIET, TINY, check_named, materialized, train
 

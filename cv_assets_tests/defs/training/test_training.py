@@ -11,9 +11,9 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.lib import tracking
-from cv_assets.lib.settings import PlatformConfig
-from cv_assets.lib.store import sha256_file
+from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.core.store import sha256_file
+from cv_assets.lib.tracking import runs as tracking
 from cv_assets.status import collect_status, registry_for
 from cv_assets_tests.defs.conftest import (
     QUIET,
@@ -212,7 +212,7 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
         "import sys, dagster as dg\n"
         "from cv_assets.definitions import build_defs\n"
         "from cv_assets_tests.defs.conftest import train\n"
-        "from cv_assets.lib.settings import PlatformConfig\n"
+        "from cv_assets.lib.core.settings import PlatformConfig\n"
         "cfg = PlatformConfig.from_env()\n"
         "inst = dg.DagsterInstance.from_config(str(cfg.dagster_home))\n"
         "train(cfg, inst, {'force': True, 'epochs': 30, 'seed': 7})\n"

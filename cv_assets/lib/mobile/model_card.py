@@ -1,0 +1,66 @@
+"""The markdown model card that goes with every mobile release."""
+
+from __future__ import annotations
+
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.mobile.release import FORMATS, Release
+
+
+def model_card(
+    release: Release,
+    *,
+    title: str,
+    classes: list[str],
+    imgsz: int,
+    dataset_version: str,
+    weights_sha256: str,
+    hashes: dict[str, str],
+) -> str:
+    """The markdown page that goes with a mobile release."""
+    rows = []
+    for fmt in FORMATS:
+        f = release.files[fmt]
+        rows.append((
+            fmt
+            + (" (app)" if fmt == release.app_format else "")
+            + (f" (ORT Mobile, from {release.ort_source})" if fmt == "ort" else ""),
+            f"{f.map50:.4f}",
+            f"{f.map50_95:.4f}",
+            f"{f.delta_map50_95:+.4f}",
+            f"{f.latency_ms:.1f}",
+            f"{f.bytes / 2**20:.2f}",
+            "pass" if f.passed else "FAIL",
+            hashes.get(fmt, "-")[:12],
+        ))  # fmt: skip
+    table = md_table(
+        rows, ["file", "mAP50", "mAP50-95", "vs PyTorch", "ms (batch 1, 2 threads)", "MiB",
+               "parity", "sha256"],
+    )  # fmt: skip
+    ref = release.reference
+    return f"""# cv_assets detector, {title}
+
+- **Classes** ({len(classes)}): {", ".join(f"{i}: {c}" for i, c in enumerate(classes))}
+- **Dataset version:** `{dataset_version}`; weights sha256 `{weights_sha256[:16]}`
+- **PyTorch on the test split:** mAP50 {ref["map50"]:.4f}, mAP50-95 {ref["map50_95"]:.4f}
+
+## Input and preprocessing
+- One RGB image, tensor `images` of shape `(1, 3, {imgsz}, {imgsz})`, float32 in [0, 1].
+- Letterbox: scale by `min({imgsz}/h, {imgsz}/w)` with bilinear resizing, keep the aspect ratio,
+  pad to the centre with grey 114; channels RGB; NCHW.
+
+## Output and post-processing
+- Tensor `(1, {4 + len(classes)}, anchors)`: box centre x, y, width, height in input pixels,
+  then one sigmoid score per class.
+- NMS is not in the graph: take the best class per anchor, drop scores below your threshold,
+  suppress boxes of the same class with IoU > 0.7, undo the letterbox (subtract the padding,
+  divide by the scale). `cv_assets/lib/core/onnx_detect.py` is the reference implementation.
+
+## Files
+{table}
+
+- The app's file is **{release.app_format}** ({release.app_reason}); `model.ort` is made from it
+  for ONNX Runtime Mobile.
+- ONNX opset {release.opset}; static batch 1; int8 is static QDQ, per-channel weights,
+  calibrated ({release.scheme.method}, {release.scheme.calibration_images} training images),
+  with the head's box and score decoding in float.
+"""

@@ -1,0 +1,120 @@
+"""What must hold before a model may become the champion, whoever starts ``champion_model``.
+
+The blocking checks stop ``champion_model`` inside the run that evaluates the challenger. They do
+not stop a person who materializes ``champion_model`` on its own later, nor an automation tick
+after ``model_evaluation`` was re-run alone: then the step reads whatever records are stored. So
+the step itself re-reads the verdicts from those records and refuses, with the reasons, when any
+is missing or negative, or when the records do not describe the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cv_assets.lib.core.files import local_file, scratch_dir
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.mobile.release import parity_digest
+from cv_assets.lib.tracking.mlflow_model import log_detector_model
+from cv_assets.lib.tracking.registry import URI_TAGS, ModelVersion, Registry
+
+# The mobile files whose parity blocks promotion (int8 is a warning: fp32 ships instead).
+BLOCKING_FORMATS = ("onnx_fp32", "ort")
+
+
+def promotion_refusal(
+    evaluation: dict[str, Any], model: dict[str, Any], mobile: dict[str, Any]
+) -> str | None:
+    """Why these records must not be promoted, or ``None`` when they may.
+
+    Args:
+        evaluation: the ``model_evaluation`` record (its gate verdict and the weights it scored).
+        model: the ``yolo_model`` record (the challenger's weights).
+        mobile: the ``mobile_model`` record (the app files and their parity verdicts).
+    """
+    sha = model["weights"]["sha256"]
+    run = str(evaluation.get("dagster_run_id") or "unknown")[:8]
+    where = f"model_evaluation (run {run}) of weights {str(evaluation.get('weights_sha256'))[:12]}"
+    gate = evaluation.get("gate") or {}
+    if evaluation.get("weights_sha256") != sha:
+        return (
+            f"{where} did not score the challenger's weights {sha[:12]}: re-run model_evaluation "
+            "for this model before promoting it"
+        )
+    if gate.get("passed") is not True:
+        reasons = "; ".join(gate.get("reasons") or ["no gate verdict recorded"])
+        return (
+            f"{where} did not bless the challenger: {reasons}. The champion stays; champion_model "
+            "promotes only what the gate passed"
+        )
+    if mobile.get("weights_sha256") != sha:
+        return (
+            f"mobile_model's files were made from weights {str(mobile.get('weights_sha256'))[:12]}"
+            f", not the evaluated challenger's {sha[:12]}: re-run mobile_model for this model"
+        )
+    files = (mobile.get("summary") or {}).get("files") or {}
+    failed = [
+        f"{fmt}: " + "; ".join(r for r in files.get(fmt, {}).get("reasons", []) if "OUTSIDE" in r)
+        for fmt in BLOCKING_FORMATS
+        if not files.get(fmt, {}).get("passed", False)
+    ]
+    if failed:
+        return (
+            f"mobile_model's files for weights {sha[:12]} failed parity ({' | '.join(failed)}): "
+            "a champion never ships files that lost accuracy"
+        )
+    return None
+
+
+def register_candidate(
+    reg: Registry,
+    store: ArtifactStore,
+    model: dict[str, Any],
+    evaluation: dict[str, Any],
+    mobile: dict[str, Any],
+    dagster_tags: dict[str, str],
+) -> ModelVersion:
+    """The registry version of a blessed challenger: an MLflow logged model (the app's fp32 ONNX
+    through the onnx flavor, the PyTorch weights beside it, the test metrics on it), registered
+    once per weights hash. Tags keep identities only: hashes, versions, file URIs."""
+    from pathlib import Path
+
+    files, w = mobile["files"], model["weights"]
+    tags = {
+        "weights_uri": w["uri"],
+        "weights_sha256": w["sha256"],
+        "dataset_version": model["dataset_version"],
+        "imgsz": str(model["params"]["imgsz"]),
+        "class_names": json.dumps(model["classes"]),
+        "status": "registered",
+    } | mobile_tags(mobile)
+    known = next((v for v in reg.versions() if v.weights_sha256 == w["sha256"]), None)
+    if known is not None:  # already a model: no second logged model for the same weights
+        reg.set_tags(known.version, mobile_tags(mobile))  # but it ships its newest files
+        return reg.get(known.version)
+    ev = evaluation["challenger"]
+    with scratch_dir("register") as tmp:
+        uri = log_detector_model(
+            reg.c,
+            model["mlflow_run_id"],
+            local_file(store, files["onnx_fp32"]["uri"], Path(tmp)),
+            local_file(store, w["uri"], Path(tmp)),
+            class_names=model["classes"],
+            imgsz=int(model["params"]["imgsz"]),
+            metrics={k: float(v) for k, v in ev.items() if k != "n_images"},
+            tags={k: tags[k] for k in ("dataset_version", "weights_sha256")},
+            dagster_tags=dagster_tags,
+            name=reg.name,
+        )
+    return reg.register(uri, model["mlflow_run_id"], tags)
+
+
+def mobile_tags(mobile: dict[str, Any]) -> dict[str, str]:
+    """The registry tags that name a version's app files and their parity."""
+
+    files = mobile["files"]
+    return {tag: files[fmt]["uri"] if fmt in files else "" for fmt, tag in URI_TAGS.items()} | {
+        "app_format": mobile["summary"]["app_format"],
+        "model_card_uri": mobile["model_card"]["uri"],
+        "mobile_parity": json.dumps(parity_digest(mobile["summary"])),
+    }

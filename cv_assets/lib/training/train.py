@@ -1,0 +1,325 @@
+"""Training, evaluation and the gate, as plain functions the assets call.
+
+A training is identified by its cache key: the dataset version, the training parameters and the
+training code version. Re-materialising with the same key reuses the stored weights instead of
+training again (unless forced): the expensive step never repeats by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.files import local_file, scratch_dir
+from cv_assets.lib.core.metrics import DetectionMetrics, evaluate_detections, read_yolo_truth
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.dataset.snapshot import SPLITS, data_yaml, held_out_of_batches, test_split
+from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.training.bootstrap import paired_bootstrap
+from cv_assets.lib.training.gate import GateDecision, GateSettings, gate, shadow_verdict
+from cv_assets.lib.training.yolo import (
+    TrainParams,
+    predict_yolo,
+    resolve_device,
+    train_yolo,
+    verified_weights,
+)
+
+TRAIN_CODE_VERSION = "1"
+
+
+def cache_key(dataset_version: str, params: TrainParams, warm_start_sha: str | None) -> str:
+    body = {
+        "dataset": dataset_version,
+        "params": params.as_params(),
+        "code": TRAIN_CODE_VERSION,
+        "warm_start": warm_start_sha,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def localize_dataset(store: ArtifactStore, dataset: dict[str, Any], cache: Path) -> Path:
+    """A data.yaml whose file lists name local images (with their labels beside them)."""
+    if not store.is_s3:
+        return Path(store.uri(dataset["data_yaml_key"]))
+    samples = pd.read_parquet(local_file(store, dataset["samples"]["uri"], cache))
+    root = cache / "datasets" / dataset["version"]
+    root.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        rows = samples[samples["split"] == split]
+        paths = []
+        for img, lab in zip(rows["image_uri"], rows["label_uri"], strict=True):
+            paths.append(str(local_file(store, img, cache)))
+            local_file(store, lab, cache)
+        (root / f"{split}.txt").write_text("\n".join(paths) + "\n")
+    (root / "data.yaml").write_text(data_yaml(dataset["classes"], str(root)))
+    return root / "data.yaml"
+
+
+@dataclass
+class Evaluated:
+    metrics: DetectionMetrics
+    predictions: list[Any] = field(repr=False)
+    truths: list[Any] = field(repr=False)
+    images: list[str] = field(repr=False)
+
+
+def evaluate_weights(
+    weights: Path,
+    sha256: str,
+    images: Sequence[str],
+    labels: Sequence[str],
+    imgsz: int,
+    n_classes: int,
+    device: str = "auto",
+) -> Evaluated:
+    """Score weights on a set of images with the platform's own metric code (COCO's, with AP
+    by object size measured in the model's input pixels)."""
+    preds = predict_yolo(verified_weights(weights, sha256), images, imgsz, device=device)
+    truths = [read_yolo_truth(Path(p).read_text()) for p in labels]
+    sizes = input_sizes(images, imgsz)
+    metrics = evaluate_detections(preds, truths, n_classes, image_sizes=sizes)
+    return Evaluated(metrics, preds, truths, list(images))
+
+
+def input_sizes(images: Sequence[str], imgsz: int) -> list[tuple[float, float]]:
+    """Each image's width and height in the model's input pixels: prediction letterboxes the long
+    side to ``imgsz``, so that is where "small" (< 32 px squared) is small for the model."""
+    from PIL import Image
+
+    out = []
+    for p in images:
+        with Image.open(p) as im:  # the header only: no decode
+            w, h = im.size
+        r = imgsz / max(w, h)
+        out.append((w * r, h * r))
+    return out
+
+
+def train_and_record(
+    store: ArtifactStore,
+    dataset: dict[str, Any],
+    params: TrainParams,
+    mlflow_client: Any,
+    *,
+    force: bool = False,
+    warm_start: tuple[Path, str] | None = None,
+    code_version: str = "",
+    parent_run: str | None = None,
+    run_name: str = "yolo_model",
+    run_tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) weights for ``dataset`` and return their record.
+
+    The record (``models/<key>/record.json``) is written only after the weights are safely in the
+    store, so a training killed half-way leaves nothing that looks finished.
+    """
+
+    key = cache_key(dataset["version"], params, warm_start[1] if warm_start else None)
+    record_key = layout.model_record(key)
+    if store.exists(record_key) and not force:
+        return json.loads(store.get_bytes(record_key)) | {"reused": True}
+
+    tags = {
+        "dataset_version": dataset["version"],
+        "code_version": code_version or TRAIN_CODE_VERSION,
+        "cache_key": key,
+        "warm_start_sha256": warm_start[1] if warm_start else "",
+    }
+    run_id = tracking.start_run(mlflow_client, run_name, tags | (run_tags or {}), parent=parent_run)
+    tracking.log_dataset_input(
+        mlflow_client,
+        run_id,
+        dataset["version"],
+        dataset["samples"]["uri"],
+        int(dataset["images"]),
+        splits=dataset.get("counts"),
+        classes=dataset["classes"],
+    )
+    device = resolve_device(params.device)
+    tracking.log_params(
+        mlflow_client,
+        run_id,
+        params.as_params() | {"dataset_images": dataset["images"], "resolved_device": device},
+    )
+    try:
+        with scratch_dir("train") as tmp:
+            data = localize_dataset(store, dataset, Path(tmp) / "cache")
+            out = train_yolo(
+                data,
+                Path(tmp) / "runs",
+                params,
+                on_epoch=lambda ep, row: tracking.log_metrics(mlflow_client, run_id, row, step=ep),
+                warm_start=verified_weights(*warm_start) if warm_start else None,
+            )
+            weights = store.put_file(layout.model_weights(key), out.weights)
+            mlflow_client.log_artifact(run_id, str(out.weights), "weights")
+            for extra in ("results.csv", "args.yaml"):
+                if (out.run_dir / extra).exists():
+                    mlflow_client.log_artifact(run_id, str(out.run_dir / extra))
+    except BaseException:
+        mlflow_client.set_terminated(run_id, "FAILED")
+        raise
+    val = {
+        "val_map50": out.metrics.get("metrics/mAP50(B)", 0.0),
+        "val_map50_95": out.metrics.get("metrics/mAP50-95(B)", 0.0),
+    }
+    record = {
+        "key": key,
+        "dataset_version": dataset["version"],
+        "classes": dataset["classes"],
+        "params": params.as_params(),
+        "weights": weights.as_dict(),
+        "mlflow_run_id": run_id,
+        "epochs_run": out.epochs,
+        "train_seconds": round(out.seconds, 1),
+        "device": device,
+        "warm_start_sha256": tags["warm_start_sha256"],
+        **val,
+    }
+    tracking.log_metrics(mlflow_client, run_id, val, step=out.epochs)
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    store.put_bytes(record_key, json.dumps(record, indent=1).encode())
+    return record | {"reused": False}
+
+
+def evaluation_plots(ev: Evaluated, classes: Sequence[str], n_grid: int = 9) -> dict[str, bytes]:
+    # matplotlib costs ~0.3 s to import: only an evaluation that draws pays it, not each code load.
+    from cv_assets.lib.core.plots import confusion_matrix_png, pr_curve_png, prediction_grid_png
+
+    m = ev.metrics
+    shown = [
+        (img, t, p[p[:, 4] >= 0.25])
+        for img, t, p in list(zip(ev.images, ev.truths, ev.predictions, strict=True))[:n_grid]
+    ]
+    return {
+        "pr_curve": pr_curve_png(m.recall_grid, m.precision_curves, m.ap50_per_class, classes),
+        "confusion_matrix": confusion_matrix_png(m.confusion, classes),
+        "predictions": prediction_grid_png(shown, classes),
+    }
+
+
+def search_space(
+    strategy: str, trials: int, space: dict[str, list[Any]], seed: int = 0
+) -> list[dict[str, Any]]:
+    """``trials`` parameter overrides: the first ``trials`` grid points, or a seeded sample."""
+    import itertools
+    import random
+
+    keys = sorted(space)
+    grid = [
+        dict(zip(keys, combo, strict=True))
+        for combo in itertools.product(*(space[k] for k in keys))
+    ]
+    if strategy == "grid":
+        return grid[:trials]
+    if strategy == "random":
+        rng = random.Random(seed)
+        return rng.sample(grid, min(trials, len(grid)))
+    raise ValueError(f"search strategy {strategy!r}: expected 'grid' or 'random'")
+
+
+@dataclass
+class ChallengerEvaluation:
+    summary: dict[str, Any]
+    champion: dict[str, Any] | None
+    decision: GateDecision
+    plots: dict[str, bytes]
+    record: dict[str, Any]
+
+
+def evaluate_challenger(
+    store: ArtifactStore,
+    dataset: dict[str, Any],
+    challenger: dict[str, Any],
+    champion: tuple[str, str, str, int | None] | None,
+    settings: GateSettings,
+    device: str = "auto",
+    shadow_batches: Sequence[str] = (),
+) -> ChallengerEvaluation:
+    """Challenger and champion (version, weights URI, sha256, imgsz) on the same test split, and
+    in shadow on the held-out images of the newest batches.
+
+    Writes the plots and ``evaluation.json`` under ``evaluations/<challenger key>/``.
+    """
+    classes = dataset["classes"]
+    with scratch_dir("eval") as tmp:
+        cache = Path(tmp)
+        images, labels = test_split(store, dataset, cache)
+
+        def score(uri: str, sha: str, imgsz: int, on=(images, labels)) -> Evaluated:
+            weights = local_file(store, uri, cache)
+            return evaluate_weights(weights, sha, on[0], on[1], imgsz, len(classes), device)
+
+        w = challenger["weights"]
+        ev = score(w["uri"], w["sha256"], challenger["params"]["imgsz"])
+        champ_ev = score(champion[1], champion[2], champion[3] or 160) if champion else None
+        plots = evaluation_plots(ev, classes)
+        shadow = None
+        newest = held_out_of_batches(store, dataset, shadow_batches, cache)
+        if newest[0]:
+            s_ch = score(w["uri"], w["sha256"], challenger["params"]["imgsz"], newest)
+            s_cp = score(champion[1], champion[2], champion[3] or 160, newest) if champion else None
+            shadow = {
+                "batches": list(shadow_batches),
+                "images": len(newest[0]),
+                "challenger": s_ch.metrics.summary(classes),
+                "champion": s_cp.metrics.summary(classes) if s_cp else None,
+            }
+    interval = None
+    if champ_ev is not None and settings.bootstrap_resamples > 0:
+        # Both models on the same resamples of the test images: the difference's own noise.
+        interval = paired_bootstrap(
+            ev.predictions,
+            champ_ev.predictions,
+            ev.truths,
+            len(classes),
+            n_resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+        )
+    decision = gate(
+        ev.metrics,
+        champ_ev.metrics if champ_ev else None,
+        settings.min_map50,
+        settings.epsilon,
+        interval=interval,
+        require_interval=settings.require_interval,
+        class_epsilon=settings.class_epsilon,
+        classes=classes,
+    )
+    decision = shadow_verdict(decision, shadow, settings.epsilon, settings.shadow_gate)
+    summary = ev.metrics.summary(classes)
+    champ_summary = champ_ev.metrics.summary(classes) if champ_ev else None
+    refs = {
+        k: store.put_bytes(layout.evaluation_plot(challenger["key"], k), png)
+        for k, png in plots.items()
+    }
+    record = {
+        "key": challenger["key"],
+        "weights_sha256": w["sha256"],
+        "dataset_version": dataset["version"],
+        "test_images": len(images),
+        "challenger": summary,
+        "champion": {"version": champion[0]} | champ_summary
+        if champion and champ_summary
+        else None,
+        "gate": {
+            "passed": decision.passed,
+            "reasons": decision.reasons,
+            "interval": decision.interval,
+            "class_changes": decision.class_changes,
+        },
+        "shadow": shadow,
+        "plots": {k: r.uri for k, r in refs.items()},
+    }
+    store.put_bytes(
+        layout.evaluation_record(challenger["key"]), json.dumps(record, indent=1).encode()
+    )
+    return ChallengerEvaluation(summary, champ_summary, decision, plots, record)
