@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import QUICK, WORK, Result
-from cv_assets.lib.core.procs import stop_group
+from cv_assets.dev.procs import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_S = 5
@@ -70,7 +70,7 @@ def session() -> dict[str, float]:
     home = WORK / "automation"
     shutil.rmtree(home, ignore_errors=True)
     env = _env(home)
-    from cv_assets.home import prepare_home
+    from cv_assets.dev.home import prepare_home
     from cv_assets.lib.core.settings import PlatformConfig
 
     prepare_home(PlatformConfig.from_env(env))

@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks.bench_intake import _fresh, _home
 from benchmarks.common import QUICK, Result
-from cv_assets.lib.core.procs import stop_group
+from cv_assets.dev.procs import stop_group
 
 # Numeric metadata in the spirit of what each asset records (counts, sizes, scores).
 META: dict[str, dict[str, float]] = {
@@ -153,10 +153,10 @@ def _partition_counts(node: Any) -> list[tuple[int, int]]:
 
 def _serve(root: Path) -> tuple[subprocess.Popen, str]:
     """The real webserver on the prepared home (os.environ), as `make ui` runs it, sans daemon."""
-    from cv_assets.home import REPO
-    from cv_assets_tests.conftest import _free_port
+    from cv_assets.dev.home import REPO
+    from cv_assets_tests.support.processes import free_port
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-w"]
     log = root / "webserver.log"

@@ -34,7 +34,7 @@ def _fresh(name: str) -> Path:
 
 def _home(root: Path) -> PlatformConfig:
     """A real embedded-default home (instance configured by the repo's dagster.yaml)."""
-    from cv_assets.home import prepare_home
+    from cv_assets.dev.home import prepare_home
 
     env = {"CV_ASSETS_HOME": str(root / "home")}
     cfg = PlatformConfig.from_env(env)
@@ -162,13 +162,13 @@ def land_and_tick(instance, cfg: PlatformConfig, root: Path, n: int) -> list[flo
         (landing / bid / "batch.json").write_text(json.dumps(marker | {"batch_id": bid}))
     instance.add_dynamic_partitions(BATCHES, ids)
     cursor = LandingCursor(watermark=time.time_ns()).dumps()
-    resources = platform_resources(cfg)
+    resources, sensor = platform_resources(cfg), landing_sensor(cfg)
     times = []
     for k in range(3):
         new = write_batches(landing, 1, 4, seed=100 + k, size=320, prefix="fresh")[0]
         t0 = time.perf_counter()
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as ctx:
-            result = landing_sensor(ctx)
+            result = sensor(ctx)
         times.append(time.perf_counter() - t0)
         assert isinstance(result, dg.SensorResult)
         assert [r.partition_key for r in result.run_requests or []] == [new.batch_id]

@@ -9,6 +9,7 @@ bootstrap gives the interval the gate reports, so its width on a real test split
 import os
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from benchmarks.common import Result, Skipped
 
@@ -17,13 +18,13 @@ def metric_vs_coco_on_champion() -> Result:
     from cv_assets.lib.core.files import local_file
     from cv_assets.lib.core.metrics import evaluate_detections, read_yolo_truth
     from cv_assets.lib.core.settings import PlatformConfig
-    from cv_assets.lib.core.store import ArtifactStore
+    from cv_assets.lib.dataset.records import TrainingDataset
     from cv_assets.lib.dataset.snapshot import test_split
     from cv_assets.lib.training.bootstrap import paired_bootstrap
     from cv_assets.lib.training.train import input_sizes
     from cv_assets.lib.training.yolo import predict_yolo, verified_weights
-    from cv_assets.status import registry_for
-    from cv_assets_tests.lib.core.test_metrics_coco import coco_reference
+    from cv_assets.read_side import open_store, registry_for
+    from cv_assets_tests.support.coco import coco_reference
 
     home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})
@@ -31,8 +32,10 @@ def metric_vs_coco_on_champion() -> Result:
     champ = reg.champion()
     if champ is None:
         raise Skipped(f"no champion in {home}: run `make demo` first")
-    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
-    dataset = {"samples": {"uri": store.uri(f"datasets/{champ.dataset_version}/samples.parquet")}}
+    store = open_store(cfg)
+    # test_split reads only the dataset's samples table: the rest of the record is not needed.
+    samples_uri = store.uri(f"datasets/{champ.dataset_version}/samples.parquet")
+    dataset = cast(TrainingDataset, {"samples": {"uri": samples_uri}})
     n = len(champ.class_names)
     with tempfile.TemporaryDirectory() as tmp:
         images, labels = test_split(store, dataset, Path(tmp))

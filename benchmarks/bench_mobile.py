@@ -27,8 +27,7 @@ THREADS = 2
 @cache
 def _champion() -> dict[str, Any]:
     from cv_assets.lib.core.settings import PlatformConfig
-    from cv_assets.lib.core.store import ArtifactStore
-    from cv_assets.status import registry_for
+    from cv_assets.read_side import open_store, registry_for
 
     home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})
@@ -44,7 +43,7 @@ def _champion() -> dict[str, Any]:
             f"a champion trained for the benchmark (no demo here; {BENCH_TRAIN['epochs']} epochs "
             f"at {BENCH_TRAIN['imgsz']} px, mAP50 {champ.map50})"
         )
-    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    store = open_store(cfg)
     onnx_uri = str(champ.mobile["onnx_uri"])
     release_key = store.key_of(onnx_uri).rsplit("/", 1)[0] + "/release.json"
     release = json.loads(store.get_bytes(release_key))
@@ -251,13 +250,14 @@ def predict_cold_start(repeat: int = 5) -> Result:
     image = next(Path(c["home"], "landing").glob("*/images/*.jpg"))
     env = dict(os.environ) | {"CV_ASSETS_HOME": c["home"]}
     cmd = [sys.executable, "-m", "cv_assets.cli", "predict", "--model", "champion", str(image)]
-    times = []
+    times, out = [], ""
     for _ in range(repeat):
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - t0)
         assert p.returncode == 0, p.stderr
-    n = len(json.loads(p.stdout)["results"][0]["detections"])
+        out = p.stdout
+    n = len(json.loads(out)["results"][0]["detections"])
     med = statistics.median(times)
     return Result(
         "predict_cold_start",

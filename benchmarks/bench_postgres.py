@@ -17,7 +17,7 @@ from cv_assets.lib.core.settings import PlatformConfig
 def sensor_tick_postgres() -> Result:
     import dagster as dg
 
-    from cv_assets.home import prepare_home
+    from cv_assets.dev.home import prepare_home
     from cv_assets_tests.integration.pg import (
         postgres_dagster_yaml,
         postgres_instance_env,

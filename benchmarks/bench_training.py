@@ -126,7 +126,7 @@ def quality_from_demo() -> Result:
     """Reads the champion the last `make demo` produced: no retraining, the demo's real numbers."""
     from cv_assets.lib.core.settings import PlatformConfig
     from cv_assets.lib.tracking import runs as tracking
-    from cv_assets.status import registry_for
+    from cv_assets.read_side import registry_for
 
     home = os.environ.get("DEMO_HOME", str(Path(__file__).resolve().parents[1] / ".cv_assets"))
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})

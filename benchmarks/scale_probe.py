@@ -62,13 +62,13 @@ def dedup_read_s3(batches: int, per: int, latency_s: float = 0.015) -> dict[int,
 
     from cv_assets.lib.core.store import s3_client
     from cv_assets.lib.ingest import raw
-    from cv_assets_tests.conftest import _free_port
     from cv_assets_tests.integration.flaky import FlakyProxy
+    from cv_assets_tests.support.processes import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
     for k, v in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
         os.environ.setdefault(k, v)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     direct = f"http://127.0.0.1:{port}"

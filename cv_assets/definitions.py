@@ -4,15 +4,7 @@ import warnings
 
 import dagster as dg
 
-with warnings.catch_warnings():
-    # Beta, and used on purpose: ``use_user_code_server=True`` on the automation sensor lets the
-    # volume and cooldown conditions (Python that reads the instance) run on the code server.
-    # Silenced only while the sensor is built, and only this parameter's warning.
-    warnings.filterwarnings(
-        "ignore", message="Parameter `use_user_code_server`", category=dg.BetaWarning
-    )
-    from cv_assets.defs.automation import definitions as automation
-
+from cv_assets.defs.automation import definitions as automation
 from cv_assets.defs.dataset import definitions as dataset
 from cv_assets.defs.ingest import definitions as ingest
 from cv_assets.defs.mobile import definitions as mobile
@@ -22,26 +14,30 @@ from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.environment import platform_resources
 
 
-def build_defs(cfg: PlatformConfig | None = None) -> dg.Definitions:
-    cfg = cfg or PlatformConfig.from_env()
-    merged = dg.Definitions.merge(
-        ingest.defs,
-        dataset.defs,
-        training.defs,
-        mobile.defs,
-        monitoring.defs,
-        automation.defs,
-        # One process per run, not per step: on a 2-core machine, starting a Python process that
-        # imports torch for every step costs more than any parallelism between steps could win.
-        dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),
-    )
+def build_defs(cfg: PlatformConfig) -> dg.Definitions:
+    """Every definition for one configuration: sensors, schedules, jobs and config defaults are
+    built from ``cfg``, so two configurations in one process give two honest sets."""
     with warnings.catch_warnings():
+        # Beta, and used on purpose: ``use_user_code_server=True`` on the automation sensor lets
+        # the volume and cooldown conditions (Python that reads the instance) run on the code
+        # server. Silenced only while the sensor is built, and only this parameter's warning.
+        warnings.filterwarnings(
+            "ignore", message="Parameter `use_user_code_server`", category=dg.BetaWarning
+        )
         # Preview, and used on purpose: map_resolved_asset_specs applies the settings-dependent
         # retraining condition, freshness policy and kind badges to the assembled specs.
         warnings.filterwarnings(
             "ignore",
             message="Function `Definitions.map_resolved_asset_specs`",
             category=dg.PreviewWarning,
+        )
+        merged = dg.Definitions.merge(
+            *(group.build(cfg) for group in (ingest, dataset, training, mobile, monitoring)),
+            automation.build(cfg),
+            # One process per run, not per step: on a 2-core machine, starting a Python process
+            # that imports torch for every step costs more than any parallelism between steps
+            # could win.
+            dg.Definitions(resources=platform_resources(cfg), executor=dg.in_process_executor),
         )
         return with_storage_kinds(automation.with_retraining_policy(merged, cfg), cfg)
 
@@ -54,4 +50,8 @@ def with_storage_kinds(defs: dg.Definitions, cfg: PlatformConfig) -> dg.Definiti
     return defs.map_resolved_asset_specs(func=lambda spec: spec.merge_attributes(kinds={"s3"}))
 
 
-defs = build_defs()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What the code server, ``dagster dev`` and ``dg`` load: the configuration is read here,
+    once per process, from the environment."""
+    return build_defs(PlatformConfig.from_env())

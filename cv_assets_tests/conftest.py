@@ -1,4 +1,5 @@
-"""Shared fixtures: a temporary CV_ASSETS_HOME, a real Dagster instance, real synthetic batches."""
+"""Shared fixtures (a temporary CV_ASSETS_HOME, a real Dagster instance, the S3 server) and the
+hook that keeps each run's durations. Helpers live in ``cv_assets_tests/support/``."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,9 +7,23 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cv_assets.home import prepare_home
+from cv_assets.dev.home import prepare_home
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets.lib.synth.batches import BatchSummary, parse_shift, write_batches
+from cv_assets_tests.support.processes import free_port
+from cv_assets_tests.support.reports import write_durations
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    """Keeps this run's durations under .cv_assets/test-reports/ and says where."""
+    try:
+        path = write_durations(terminalreporter, exitstatus)
+    except OSError as e:  # a read-only checkout must not fail the run
+        terminalreporter.write_line(f"test durations not kept: {e}")
+        return
+    if path is not None:
+        where = path.relative_to(terminalreporter.config.rootpath)
+        terminalreporter.write_line(f"durations of every test, slowest first: {where}")
 
 
 @pytest.fixture
@@ -32,55 +47,6 @@ def instance(cfg: PlatformConfig) -> Iterator[dg.DagsterInstance]:
     inst.dispose()
 
 
-def land(
-    cfg: PlatformConfig,
-    batches: int = 1,
-    images: int = 12,
-    seed: int = 0,
-    size: int = 96,
-    shift: list[str] | None = None,
-    **kw,
-) -> list[BatchSummary]:
-    """Synthetic batches in the landing zone, written by the project's own generator."""
-    return write_batches(
-        Path(cfg.landing_root),
-        batches=batches,
-        images_per_batch=images,
-        seed=seed,
-        size=size,
-        shift=parse_shift(shift or []),
-        **kw,
-    )
-
-
-# What each planted fault must be quarantined as (synth's kind -> intake's rule).
-EXPECTED_RULE = {
-    "truncated_jpeg": "corrupt_image",
-    "zero_byte": "empty_file",
-    "text_as_jpg": "not_an_image",
-    "decompression_bomb": "decompression_bomb",
-    "class_out_of_range": "class_out_of_range",
-    "coords_outside": "coords_outside",
-    "zero_area_box": "zero_area_box",
-    "nan_value": "nonfinite",
-    "wrong_columns": "wrong_columns",
-    "non_numeric": "non_numeric",
-    "missing_label": "missing_label",
-    "orphan_label": "label_without_image",
-    "duplicate_image": "duplicate_image",
-    "bad_filename": "non_portable_name",
-    "symlink": "symlink",
-}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3-compatible HTTP server (moto in server mode) on 127.0.0.1."""
@@ -91,7 +57,7 @@ def s3_endpoint() -> Iterator[str]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"

@@ -1,23 +1,12 @@
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from cv_assets_tests.conftest import land
-
-
-def cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cv_assets.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env or dict(os.environ),
-        timeout=120,
-    )
+from cv_assets_tests.support.landing import land
+from cv_assets_tests.support.processes import cli
 
 
 @pytest.mark.unit
@@ -56,7 +45,7 @@ def test_synth_bad_shift_is_a_clear_error_not_a_traceback(cfg, tmp_path):
 
 @pytest.mark.asset
 def test_status_json_reports_batches_section(cfg, instance):
-    from cv_assets_tests.defs.ingest.test_ingest_assets import run_intake
+    from cv_assets_tests.support.jobs import run_intake
 
     (s,) = land(cfg, images=10, corrupt_fraction=0.3)
     run_intake(cfg, instance, s.batch_id)
@@ -125,7 +114,7 @@ def external_data_detector(folder: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from cv_assets_tests.lib.core.test_onnx_detect import constant_detector
+    from cv_assets_tests.support.models import constant_detector
 
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(constant_detector(folder.parent / "plain.onnx")))

@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 
 import dagster as dg
 import pytest
@@ -52,42 +49,76 @@ def test_acceptance_check_is_blocking(cfg):
     assert spec.blocking and spec.asset_key == dg.AssetKey("validated_batch")
 
 
-def _load_in_subprocess(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
-    """Definitions read their settings at import, as a code server does: a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code],
-        env=dict(os.environ) | env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _from_env(monkeypatch, env: dict[str, str]):
+    """The configuration a code server would read from this environment, in this process."""
+    from cv_assets.lib.core.settings import PlatformConfig
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return PlatformConfig.from_env()
 
 
-def test_deployment_training_tags_reach_every_training_run_source():
+def test_deployment_training_tags_reach_every_training_run_source(cfg, monkeypatch):
     tags = {"cv_assets/gpu_pool": "a", "dagster-k8s/config": {"pod_spec_config": {"x": 1}}}
-    code = (
-        "import json; from cv_assets.definitions import defs; "
-        "from cv_assets.defs.automation.sensors import retrain_automation as a; "
-        "print(json.dumps([defs.resolve_job_def('training_job').tags, "
-        "defs.resolve_job_def('hpo_sweep').tags, dict(a.run_tags)]))"
-    )
-    out = _load_in_subprocess({"CV_ASSETS_TRAINING_RUN_TAGS": json.dumps(tags)}, code)
-    assert out.returncode == 0, out.stderr[-2000:]
-    for run_tags in json.loads(out.stdout.strip().splitlines()[-1]):
+    env_cfg = _from_env(monkeypatch, {"CV_ASSETS_TRAINING_RUN_TAGS": json.dumps(tags)})
+    defs = build_defs(env_cfg)
+    automation = defs.resolve_sensor_def("retrain_automation")
+    assert isinstance(automation, dg.AutomationConditionSensorDefinition)
+    sources = [
+        defs.resolve_job_def("training_job").tags,
+        defs.resolve_job_def("hpo_sweep").tags,
+        dict(automation.run_tags),
+    ]
+    for run_tags in sources:
         assert run_tags["cv_assets/gpu_pool"] == "a"
         assert json.loads(run_tags["dagster-k8s/config"]) == {"pod_spec_config": {"x": 1}}
         assert run_tags["cv_assets/stage"] == "training"
+    # Built from the configuration it is given, not from whatever the process read at import.
+    plain = build_defs(cfg).resolve_job_def("training_job").tags
+    assert "cv_assets/gpu_pool" not in plain and plain["cv_assets/stage"] == "training"
 
 
-def test_training_recipe_from_the_environment_is_checked_at_load():
-    code = "import cv_assets.definitions"
-    bad = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epoch": 3})}, code)
-    assert bad.returncode != 0 and "unknown training settings ['epoch']" in bad.stderr
-    wrong = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epochs": "many"})}, code)
-    assert wrong.returncode != 0 and "epochs" in wrong.stderr
-    show = "from cv_assets.defs.training.config import TrainConfig as T; print(T().epochs)"
-    ok = _load_in_subprocess({"CV_ASSETS_TRAIN": json.dumps({"epochs": 7})}, show)
-    assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1] == "7"
+def _default(defs: dg.Definitions, asset: str, field: str):
+    node = defs.resolve_assets_def(asset).op
+    assert node.config_schema is not None
+    return node.config_schema.config_type.fields[field].default_value  # type: ignore[union-attr]
+
+
+def test_training_recipe_from_the_environment_is_checked_at_load(cfg, monkeypatch):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError) as bad:
+        build_defs(_from_env(monkeypatch, {"CV_ASSETS_TRAIN": json.dumps({"epoch": 3})}))
+    assert "unknown training settings ['epoch']" in str(bad.value)
+    with pytest.raises(ValueError) as wrong:
+        build_defs(replace(cfg, train_defaults={"epochs": "many"}))
+    assert "epochs" in str(wrong.value)
+    ok = build_defs(_from_env(monkeypatch, {"CV_ASSETS_TRAIN": json.dumps({"epochs": 7})}))
+    assert _default(ok, "yolo_model", "epochs") == 7
+    # A setting the recipe leaves alone keeps the code's default, the measured recipe.
+    assert _default(ok, "yolo_model", "imgsz") == 224
+    with pytest.raises(ValueError) as gate:
+        build_defs(replace(cfg, gate_defaults={"min_map": 0.5}))
+    assert "unknown gate settings ['min_map']" in str(gate.value)
+    strict = build_defs(replace(cfg, gate_defaults={"min_map50": 0.8}))
+    assert _default(strict, "model_evaluation", "min_map50") == 0.8
+
+
+def test_settings_that_shape_sensors_and_schedules_come_from_the_configuration(cfg):
+    from dataclasses import replace
+
+    tuned = replace(cfg, sensor_interval_s=7, retrain_cron="15 1 * * *", retrain_schedule_on=True)
+    defs = build_defs(tuned)
+    for name in ("landing_sensor", "validated_batch_sensor", "drift_sensor", "retrain_automation"):
+        assert defs.resolve_sensor_def(name).minimum_interval_seconds == 7, name
+    schedule = defs.resolve_schedule_def("retrain_schedule")
+    assert schedule.cron_schedule == "15 1 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    default = build_defs(cfg)
+    assert default.resolve_sensor_def("landing_sensor").minimum_interval_seconds == 15
+    assert default.resolve_schedule_def("retrain_schedule").default_status == (
+        dg.DefaultScheduleStatus.STOPPED
+    )
 
 
 def test_a_password_in_the_tracking_uri_is_shown_as_its_variable_and_resolves_at_run_time(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cv_assets_tests.test_cli import cli
+from cv_assets_tests.support.processes import cli
 
 pytestmark = pytest.mark.unit
 

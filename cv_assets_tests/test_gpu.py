@@ -3,7 +3,7 @@
 import pytest
 
 from cv_assets.lib.tracking import runs as tracking
-from cv_assets_tests.defs.conftest import ingest, materialized, train
+from cv_assets_tests.support.jobs import ingest, materialized, train
 
 pytestmark = pytest.mark.gpu
 

@@ -11,9 +11,9 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.lib.tracking.registry import URI_TAGS
-from cv_assets.status import registry_for
-from cv_assets_tests.defs.conftest import QUIET, TINY, ingest, materialized, train
-from cv_assets_tests.test_cli import cli
+from cv_assets.read_side import metadata_of, registry_for
+from cv_assets_tests.support.jobs import QUIET, TINY, ingest, materialized, train
+from cv_assets_tests.support.processes import cli
 
 
 def sha256_of(uri: str) -> str:
@@ -25,7 +25,7 @@ def validated(instance: dg.DagsterInstance, batch: str) -> tuple[str, dict[str, 
     flt = dg.AssetRecordsFilter(dg.AssetKey("validated_batch"), asset_partitions=[batch])
     (rec,) = instance.fetch_materializations(flt, limit=1).records
     assert rec.asset_materialization is not None
-    return rec.run_id, {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+    return rec.run_id, metadata_of(rec.asset_materialization)
 
 
 def lineage(*args: str, text: bool = True) -> tuple[dict[str, Any], str]:

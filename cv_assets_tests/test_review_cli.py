@@ -16,13 +16,13 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets_tests.conftest import land
-from cv_assets_tests.defs.conftest import QUIET, ingest, train
-from cv_assets_tests.defs.monitoring.test_review_queue import (
+from cv_assets_tests.support.jobs import QUIET, ingest, train
+from cv_assets_tests.support.landing import land
+from cv_assets_tests.support.processes import cli
+from cv_assets_tests.support.review import (
     land_corrupted_batch,
     materialize_queue,
 )
-from cv_assets_tests.test_cli import cli
 
 
 def run_intake(cfg, instance, batch_id: str) -> dict:

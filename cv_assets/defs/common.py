@@ -1,12 +1,49 @@
-"""What every asset group shares: who owns the assets (shown on each asset in the UI), and how a
-Parquet table an asset wrote is described to the UI (its columns and row count)."""
+"""What every asset group shares: who owns the assets (shown on each asset in the UI), the Dagster
+types of the records assets hand each other, and how a Parquet table an asset wrote is described
+to the UI (its columns and row count)."""
 
 import io
 
 import dagster as dg
 import pyarrow.parquet as pq
 
+from cv_assets.lib.dataset.records import TrainingDataset
+from cv_assets.lib.ingest.records import BatchFeatures, RawBatch, ValidatedBatch
+from cv_assets.lib.mobile.records import MobileModel
+from cv_assets.lib.training.records import ChampionModel, ModelEvaluation, YoloModel
+
 OWNERS = ["team:ml-platform"]
+
+
+def _record_type(record: type) -> None:
+    """Let an asset annotate an input or output with a record TypedDict.
+
+    Dagster checks an annotated value with ``isinstance``, which a TypedDict refuses; this maps
+    the TypedDict to a Dagster type that checks what ``dict[str, Any]`` checked (a dict) and
+    shows the record's name and docstring in the UI. Once per process, before any asset refers
+    to it: every asset module imports this one.
+    """
+    dg.make_python_type_usable_as_dagster_type(
+        record,
+        dg.DagsterType(
+            type_check_fn=lambda _context, value: isinstance(value, dict),
+            name=record.__name__,
+            description=record.__doc__,
+        ),
+    )
+
+
+for _record in (
+    RawBatch,
+    ValidatedBatch,
+    BatchFeatures,
+    TrainingDataset,
+    YoloModel,
+    ModelEvaluation,
+    MobileModel,
+    ChampionModel,
+):
+    _record_type(_record)
 
 
 def parquet_table_metadata(data: bytes, name: str | None = None) -> dict[str, dg.MetadataValue]:

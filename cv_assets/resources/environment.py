@@ -44,8 +44,7 @@ def secret_from_env(var: str, value: str | None) -> str | None:
     return value
 
 
-def platform_resources(cfg: PlatformConfig | None = None) -> dict[str, Any]:
-    cfg = cfg or PlatformConfig.from_env()
+def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
     endpoint = secret_from_env(S3_ENDPOINT_VAR, cfg.s3_endpoint_url)
     artifacts = ArtifactStoreResource(root=cfg.artifacts_root, s3_endpoint_url=endpoint)
     return {

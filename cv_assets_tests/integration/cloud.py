@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cv_assets.home import prepare_home
+from cv_assets.dev.home import prepare_home
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.core.store import ArtifactStore, s3_client, sha256_bytes, split_s3_uri
 from cv_assets.lib.ingest.names import is_portable_path

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from cv_assets.lib.core.procs import stop_group
+from cv_assets.dev.procs import stop_group
 from cv_assets_tests.integration.pg import PgCluster, find_bindir, start_cluster
+from cv_assets_tests.support.processes import free_port
 
 
 def _ci() -> bool:
@@ -74,14 +75,6 @@ class MlflowServer:
     proc: subprocess.Popen
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(
     pg: PgCluster, pg_db: Callable[[str], str], s3_endpoint: str, s3_bucket: str, tmp_path: Path
@@ -91,7 +84,7 @@ def mlflow_server(
     One per test, on a database of its own, so that each test's registry starts empty.
     """
     db = pg_db("mlflow")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ) | {
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),

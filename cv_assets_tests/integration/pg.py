@@ -15,13 +15,14 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from cv_assets_tests.support.processes import free_port
 
 SUPERUSER = "cv_assets"
 REPO = Path(__file__).resolve().parents[2]
@@ -40,12 +41,6 @@ def find_bindir() -> Path | None:
         if all((d / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
             return d
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -167,7 +162,7 @@ def start_cluster(databases: tuple[str, ...] = (), durable: bool = False) -> PgC
             "PostgreSQL binaries (initdb, pg_ctl, postgres) are not installed: looked on PATH and "
             "in /usr/lib/postgresql/*/bin; run .ci/services.sh (apt-get install postgresql)"
         )
-    os_user = None
+    os_user, pw = None, None
     if os.geteuid() == 0:
         os_user = "postgres"
         try:
@@ -181,10 +176,10 @@ def start_cluster(databases: tuple[str, ...] = (), durable: bool = False) -> PgC
     password = secrets.token_hex(12)
     pwfile = root / "pwfile"
     pwfile.write_text(password + "\n")
-    if os_user:
+    if pw is not None:
         os.chown(root, pw.pw_uid, pw.pw_gid)
         os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-    cluster = PgCluster(bindir, root, _free_port(), password, os_user)
+    cluster = PgCluster(bindir, root, free_port(), password, os_user)
     try:
         cluster._run(
             "initdb",

@@ -12,10 +12,10 @@ import pytest
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.lib.core.store import ArtifactStore
-from cv_assets_tests.defs.conftest import QUIET, TINY, materialized
 from cv_assets_tests.integration.cloud import cloud_platform, land_in_s3, verify_store
 from cv_assets_tests.integration.flaky import FlakyProxy
 from cv_assets_tests.integration.pg import wait_until_accepting
+from cv_assets_tests.support.jobs import QUIET, TINY, materialized
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from cv_assets.cli.status import collect_status
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.lib.core.store import ArtifactStore, split_s3_uri
+from cv_assets.lib.core.store import split_s3_uri
 from cv_assets.lib.tracking import runs as tracking
-from cv_assets.status import collect_status
-from cv_assets_tests.defs.conftest import QUIET, materialized, train
+from cv_assets.read_side import open_store
 from cv_assets_tests.integration.cloud import (
     bucket_keys,
     cloud_platform,
     land_in_s3,
     verify_store,
 )
+from cv_assets_tests.support.jobs import QUIET, materialized, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -126,7 +127,7 @@ def test_intake_training_and_export_keep_runs_in_postgres_and_files_in_the_bucke
     assert status["champion"]["version"] == "1"
     assert status["champion"]["onnx_uri"].startswith(f"s3://{bucket}/platform/artifacts/mobile/")
     assert status["batches"]["landed"] == 2
-    checked = verify_store(ArtifactStore(cfg.artifacts_root, s3_endpoint_url=s3_endpoint))
+    checked = verify_store(open_store(cfg))
     assert checked.raw_files == 2 * 24 * 2 and checked.labels == checked.images == 2 * 24
     onnx = {status["champion"][k] for k in ("onnx_uri", "onnx_int8_uri", "ort_uri")}
     assert {weights_uri, *onnx} <= checked.refs, sorted(checked.refs)

@@ -20,9 +20,9 @@ from typing import Any
 
 import dagster as dg
 
-from cv_assets.home import REPO
-from cv_assets.lib.core.procs import stop_group
-from cv_assets_tests.conftest import _free_port
+from cv_assets.dev.home import REPO
+from cv_assets.dev.procs import stop_group
+from cv_assets_tests.support.processes import free_port
 
 WORKSPACE = ("-w", str(REPO / "workspace.yaml"))
 
@@ -96,13 +96,13 @@ def main(argv: list[str]) -> int:
     from playwright.sync_api import sync_playwright
 
     from cv_assets.lib.core.settings import PlatformConfig
-    from cv_assets.status import registry_for
+    from cv_assets.read_side import registry_for
 
     home, *versions = argv
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": home})
     env = dict(os.environ, CV_ASSETS_HOME=home, DAGSTER_HOME=str(cfg.dagster_home))
     versions = versions or [v.version for v in registry_for(cfg).versions()]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), *WORKSPACE],
         cwd=REPO,

@@ -23,12 +23,12 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from cv_assets.home import REPO
-from cv_assets.lib.core.procs import stop_group
+from cv_assets import read_side
+from cv_assets.dev.home import REPO
+from cv_assets.dev.procs import stop_group
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets_tests.conftest import _free_port
-from cv_assets_tests.defs.conftest import ingest, train
-from cv_assets_tests.test_cli import cli
+from cv_assets_tests.support.jobs import ingest, train
+from cv_assets_tests.support.processes import cli, free_port
 from cv_assets_tests.ui.lineage_ui import check_lineage_in_ui, metadata_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,7 +46,7 @@ class DagsterDev:
     """`dagster dev` (webserver and daemon) on 127.0.0.1, as `make ui` starts it."""
 
     def __init__(self, cfg: PlatformConfig, log: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = dict(os.environ) | {
@@ -103,10 +103,9 @@ def first_ticks_done(instance: dg.DagsterInstance, names: tuple[str, ...]) -> bo
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
-    ev = instance.get_latest_materialization_event(dg.AssetKey(asset))
-    mat = ev.asset_materialization if ev else None
-    assert mat is not None, f"{asset} was never materialized"
-    return {k: v.value for k, v in mat.metadata.items()}
+    md = read_side.latest_metadata(instance, asset)
+    assert md is not None, f"{asset} was never materialized"
+    return md
 
 
 def as_js_number(x: float) -> str:

@@ -1,4 +1,4 @@
-"""Everything of the automation group (the retraining triggers), as one ``Definitions`` object."""
+"""The automation group (the retraining triggers), as one ``Definitions`` object for a config."""
 
 import dagster as dg
 
@@ -7,9 +7,12 @@ from cv_assets.defs.automation.schedules import retrain_schedule
 from cv_assets.defs.automation.sensors import degradation_sensor, drift_sensor, retrain_automation
 from cv_assets.lib.core.settings import PlatformConfig
 
-defs = dg.Definitions(
-    sensors=[retrain_automation, drift_sensor, degradation_sensor], schedules=[retrain_schedule]
-)
+
+def build(cfg: PlatformConfig) -> dg.Definitions:
+    return dg.Definitions(
+        sensors=[retrain_automation(cfg), drift_sensor(cfg), degradation_sensor(cfg)],
+        schedules=[retrain_schedule(cfg)],
+    )
 
 
 def with_retraining_policy(defs: dg.Definitions, cfg: PlatformConfig) -> dg.Definitions:

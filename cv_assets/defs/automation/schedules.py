@@ -7,25 +7,26 @@ when new accepted data exists, so an idle night costs nothing.
 import dagster as dg
 
 from cv_assets.defs.automation.state import last_training_start, new_accepted_data
-from cv_assets.defs.training.jobs import training_job
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.storage import PlatformSettings
 
-_CFG = PlatformConfig.from_env()
+
+def retrain_schedule(cfg: PlatformConfig) -> dg.ScheduleDefinition:
+    return dg.schedule(
+        name="retrain_schedule",
+        job_name="training_job",
+        cron_schedule=cfg.retrain_cron,
+        execution_timezone="UTC",
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if cfg.retrain_schedule_on
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
+        description="Cron retraining (CV_ASSETS_RETRAIN_CRON), only when new accepted data exists.",
+    )(retrain_tick)
 
 
-@dg.schedule(
-    job=training_job,
-    cron_schedule=_CFG.retrain_cron,
-    execution_timezone="UTC",
-    default_status=(
-        dg.DefaultScheduleStatus.RUNNING
-        if _CFG.retrain_schedule_on
-        else dg.DefaultScheduleStatus.STOPPED
-    ),
-    description="Cron retraining (CV_ASSETS_RETRAIN_CRON), only when new accepted data exists.",
-)
-def retrain_schedule(context: dg.ScheduleEvaluationContext, settings: PlatformSettings):
+def retrain_tick(context: dg.ScheduleEvaluationContext, settings: PlatformSettings):
     new = new_accepted_data(context.instance)
     if not new.images:
         return dg.SkipReason(f"no retraining: {new.describe()}")

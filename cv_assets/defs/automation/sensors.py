@@ -12,13 +12,11 @@ from typing import Any
 import dagster as dg
 
 from cv_assets.defs.automation.state import last_training_start
-from cv_assets.defs.training.jobs import TRAINING_ASSETS, TRAINING_TAGS, training_job
+from cv_assets.defs.training.jobs import TRAINING_ASSETS, training_tags
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.storage import PlatformSettings
 
 PAGE = 200
-_CFG = PlatformConfig.from_env()
-INTERVAL_S = _CFG.sensor_interval_s
 
 
 def new_materializations(
@@ -75,16 +73,18 @@ def _retrain_on_flag(
     return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=skip)
 
 
-@dg.sensor(
-    job=training_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=INTERVAL_S,
-    description="Drift: requests retraining when a batch's drift report is flagged; one run per "
-    "drift event (batch x champion), none within the cooldown after the last training.",
-)
-def drift_sensor(
-    context: dg.SensorEvaluationContext, settings: PlatformSettings
-) -> dg.SensorResult:
+def drift_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
+    return dg.sensor(
+        name="drift_sensor",
+        job_name="training_job",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=cfg.sensor_interval_s,
+        description="Drift: requests retraining when a batch's drift report is flagged; one run "
+        "per drift event (batch x champion), none within the cooldown after the last training.",
+    )(drift_tick)
+
+
+def drift_tick(context: dg.SensorEvaluationContext, settings: PlatformSettings) -> dg.SensorResult:
     return _retrain_on_flag(
         context,
         settings,
@@ -95,14 +95,19 @@ def drift_sensor(
     )
 
 
-@dg.sensor(
-    job=training_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=INTERVAL_S,
-    description="Degradation: requests retraining when the champion's mAP50 on a newly landed "
-    "batch falls more than the margin below its test mAP50; one run per batch x champion.",
-)
-def degradation_sensor(
+def degradation_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
+    return dg.sensor(
+        name="degradation_sensor",
+        job_name="training_job",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=cfg.sensor_interval_s,
+        description="Degradation: requests retraining when the champion's mAP50 on a newly "
+        "landed batch falls more than the margin below its test mAP50; one run per batch x "
+        "champion.",
+    )(degradation_tick)
+
+
+def degradation_tick(
     context: dg.SensorEvaluationContext, settings: PlatformSettings
 ) -> dg.SensorResult:
     return _retrain_on_flag(
@@ -115,14 +120,16 @@ def degradation_sensor(
     )
 
 
-retrain_automation = dg.AutomationConditionSensorDefinition(
-    "retrain_automation",
-    target=TRAINING_ASSETS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=INTERVAL_S,
-    # The volume, freshness and cooldown conditions read the instance: Python on the code server.
-    use_user_code_server=True,
-    run_tags=TRAINING_TAGS | {"cv_assets/trigger": "automation"},
-    description="Volume and freshness: re-snapshots the dataset when enough new data has landed "
-    "or the model is stale, then everything downstream runs eagerly in the same run.",
-)
+def retrain_automation(cfg: PlatformConfig) -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(
+        "retrain_automation",
+        target=TRAINING_ASSETS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=cfg.sensor_interval_s,
+        # The volume, freshness and cooldown conditions read the instance: Python on the code
+        # server.
+        use_user_code_server=True,
+        run_tags=training_tags(cfg) | {"cv_assets/trigger": "automation"},
+        description="Volume and freshness: re-snapshots the dataset when enough new data has "
+        "landed or the model is stale, then everything downstream runs eagerly in the same run.",
+    )

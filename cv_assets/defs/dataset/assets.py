@@ -1,15 +1,11 @@
 """``training_dataset``: the versioned snapshot that training and evaluation take as input."""
 
-import io
-from typing import Any
-
 import dagster as dg
-import pandas as pd
 
 from cv_assets.defs.common import OWNERS, parquet_table_metadata
-from cv_assets.lib.core import layout
-from cv_assets.lib.core.report import md_table
-from cv_assets.lib.dataset.snapshot import SPLITS, build_snapshot, data_yaml, parquet_bytes
+from cv_assets.lib.dataset.records import TrainingDataset
+from cv_assets.lib.dataset.snapshot import EmptyDataset, publish_snapshot
+from cv_assets.lib.ingest.records import ValidatedBatch
 from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
 
 
@@ -22,53 +18,21 @@ from cv_assets.resources.storage import ArtifactStoreResource, PlatformSettings
 )
 def training_dataset(
     context: dg.AssetExecutionContext,
-    validated_batch: dict[str, dict[str, Any]],
+    validated_batch: dict[str, ValidatedBatch],
     artifacts: ArtifactStoreResource,
     settings: PlatformSettings,
-) -> dg.MaterializeResult[dict[str, Any]]:
+) -> dg.MaterializeResult[TrainingDataset]:
     """Versioned snapshot of all accepted samples, split 80/10/10 by content hash."""
-    store = artifacts.store
-    usable = {b: r for b, r in validated_batch.items() if r.get("acceptance_ok", True)}
-    excluded = sorted(set(validated_batch) - set(usable))
-    tables = [
-        (b, pd.read_parquet(io.BytesIO(store.verify(r["samples"]))))
-        for b, r in sorted(usable.items())
-    ]
-    snap = build_snapshot(tables, settings.classes)
-    if snap.samples.empty:
-        raise dg.Failure(description="no accepted samples yet: land and validate a batch first")
-    prefix = layout.dataset_prefix(snap.version)
-    table = parquet_bytes(snap.samples)
-    samples = store.put_bytes(layout.dataset_samples(snap.version), table)
-    for split in SPLITS:
-        store.put_bytes(
-            layout.dataset_split_list(snap.version, split),
-            ("\n".join(snap.split_paths(split)) + "\n").encode(),
-        )
-    yaml_ref = store.put_bytes(
-        layout.dataset_yaml(snap.version), data_yaml(snap.classes, store.uri(prefix)).encode()
-    )
-    record = {
-        "version": snap.version,
-        "classes": snap.classes,
-        "batches": snap.batches,
-        "excluded_batches": excluded,
-        "counts": snap.counts,
-        "class_counts": snap.class_counts,
-        "images": len(snap.samples),
-        "samples": samples.as_dict(),
-        "data_yaml": yaml_ref.as_dict(),
-        "data_yaml_key": layout.dataset_yaml(snap.version),
-    }
-    per_class = md_table(
-        [(c, *(snap.class_counts[s][c] for s in SPLITS)) for c in snap.classes],
-        ["class", "train boxes", "val boxes", "test boxes"],
-    )
+    try:
+        out = publish_snapshot(artifacts.store, validated_batch, settings.classes)
+    except EmptyDataset as e:
+        raise dg.Failure(description=str(e)) from None
+    snap, record = out.snapshot, out.record
     context.log.info(f"dataset {snap.version}: {snap.counts} from {len(snap.batches)} batches")
     return dg.MaterializeResult(
         value=record,
         data_version=dg.DataVersion(snap.version),
-        metadata=parquet_table_metadata(table)
+        metadata=parquet_table_metadata(out.table)
         | {
             "dataset_version": snap.version,
             "images": record["images"],
@@ -76,10 +40,10 @@ def training_dataset(
             "batches": len(snap.batches),
             # The volume trigger counts new data against exactly these batches.
             "batch_ids": dg.MetadataValue.json(list(snap.batches)),
-            "excluded_batches": ", ".join(excluded) or "none",
+            "excluded_batches": ", ".join(record["excluded_batches"]) or "none",
             "superseded_labels": snap.superseded,
-            "boxes_by_class": dg.MetadataValue.md(per_class),
-            "data_yaml": dg.MetadataValue.path(yaml_ref.uri),
-            "samples_sha256": samples.sha256,
+            "boxes_by_class": dg.MetadataValue.md(out.boxes_by_class_md()),
+            "data_yaml": dg.MetadataValue.path(out.data_yaml.uri),
+            "samples_sha256": out.samples.sha256,
         },
     )

@@ -13,7 +13,6 @@ from cv_assets.lib.ingest.landing import LandingCursor, brief_list, clip, plan_l
 from cv_assets.lib.ingest.raw import load_raw_manifest
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
-INTERVAL_S = PlatformConfig.from_env().sensor_interval_s
 # A refusal record, log line and `cv-assets status` entry never grow with what a producer sent.
 MAX_REASON_CHARS = 2000
 
@@ -32,16 +31,21 @@ def _recorded_manifest(instance: dg.DagsterInstance):
     return lookup
 
 
-@dg.sensor(
-    job=intake_job,
-    minimum_interval_seconds=INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds a partition and requests intake for each complete landed batch "
-    "(batch.json present); run_key = batch id + manifest hash, so it is idempotent. Refuses, "
-    "with a reason in artifacts/refusals/<batch>.json, batches that break the landing contract "
-    "and ingested batches whose files changed since.",
-)
-def landing_sensor(
+def landing_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
+    """The sensor, ticking at the platform's interval (``CV_ASSETS_SENSOR_INTERVAL``)."""
+    return dg.sensor(
+        name="landing_sensor",
+        job=intake_job,
+        minimum_interval_seconds=cfg.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Adds a partition and requests intake for each complete landed batch "
+        "(batch.json present); run_key = batch id + manifest hash, so it is idempotent. Refuses, "
+        "with a reason in artifacts/refusals/<batch>.json, batches that break the landing contract "
+        "and ingested batches whose files changed since.",
+    )(landing_tick)
+
+
+def landing_tick(
     context: dg.SensorEvaluationContext,
     landing: LandingZoneResource,
     artifacts: ArtifactStoreResource,

@@ -1,15 +1,15 @@
 """The challenger's app files: ONNX fp32, static int8 and .ort, each proven on the test split."""
 
-from typing import Any
-
 import dagster as dg
 
 from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.mobile.checks import INT8_CHECK, PARITY_CHECK, parity_results, parity_table
 from cv_assets.defs.mobile.config import MobileConfig
+from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.mobile.build import build_mobile_release
 from cv_assets.lib.mobile.export import EXPORT_CODE_VERSION, ExportFailed
+from cv_assets.lib.training.records import ModelEvaluation, YoloModel
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
 
@@ -24,9 +24,9 @@ from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 def mobile_model(
     context: dg.AssetExecutionContext,
     config: MobileConfig,
-    yolo_model: dict[str, Any],
-    model_evaluation: dict[str, Any],
-    training_dataset: dict[str, Any],
+    yolo_model: YoloModel,
+    model_evaluation: ModelEvaluation,
+    training_dataset: TrainingDataset,
     artifacts: ArtifactStoreResource,
     mlflow: MlflowResource,
 ):  # unannotated: with check specs, Dagster would type the output Nothing and skip the IO manager

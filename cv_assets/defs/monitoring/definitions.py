@@ -1,4 +1,4 @@
-"""Everything of the monitoring group, as one ``Definitions`` object."""
+"""Everything of the monitoring group, as one ``Definitions`` object for a configuration."""
 
 import dagster as dg
 
@@ -7,9 +7,12 @@ from cv_assets.defs.monitoring.jobs import batch_monitoring_job
 from cv_assets.defs.monitoring.performance import champion_performance
 from cv_assets.defs.monitoring.review import review_queue
 from cv_assets.defs.monitoring.sensors import validated_batch_sensor
+from cv_assets.lib.core.settings import PlatformConfig
 
-defs = dg.Definitions(
-    assets=[drift_report, champion_performance, review_queue],
-    jobs=[batch_monitoring_job],
-    sensors=[validated_batch_sensor],
-)
+
+def build(cfg: PlatformConfig) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[drift_report, champion_performance, review_queue],
+        jobs=[batch_monitoring_job],
+        sensors=[validated_batch_sensor(cfg)],
+    )

@@ -1,17 +1,15 @@
 """Live accuracy of the champion on each landed batch (its labels make the real mAP measurable)."""
 
-import json
-from typing import Any
-
 import dagster as dg
 from pydantic import Field
 
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
-from cv_assets.lib.core import layout
-from cv_assets.lib.core.report import md_table
+from cv_assets.lib.ingest.records import ValidatedBatch
 from cv_assets.lib.monitoring.performance import EVAL_CONF, EVAL_IOU, batch_performance
+from cv_assets.lib.monitoring.publish import publish_performance
+from cv_assets.lib.training.records import ChampionModel
 from cv_assets.resources.storage import ArtifactStoreResource
 
 
@@ -41,8 +39,8 @@ class PerformanceConfig(dg.Config):
 def champion_performance(
     context: dg.AssetExecutionContext,
     config: PerformanceConfig,
-    validated_batch: dict[str, Any],
-    champion_model: dict[str, Any],
+    validated_batch: ValidatedBatch,
+    champion_model: ChampionModel,
     artifacts: ArtifactStoreResource,
 ) -> dg.MaterializeResult:
     """The champion's mAP on batch b's labelled images, judged against its test mAP50."""
@@ -62,16 +60,12 @@ def champion_performance(
         conf=config.conf,
         iou=config.iou,
     )
-    s = perf.summary()
-    record = s | {"champion_version": champ.version, "per_class": perf.per_class()}
-    ref = store.put_bytes(
-        layout.performance_record(bid, champ.version), json.dumps(record).encode()
-    )
-    rows = [(c["class"], c["instances"], c["ap50"], c["ap50_95"]) for c in record["per_class"]]
+    out = publish_performance(store, perf, champion_version=champ.version)
+    s = out.record
     (context.log.warning if perf.degraded else context.log.info)(f"{bid}: {perf.reason}")
     nan = float("nan")  # a missing test mAP50 is plotted as a gap, never as a fake 0
     return dg.MaterializeResult(
-        value=record | {"report_uri": ref.uri},
+        value=out.record,
         metadata={
             **{k: s[k] for k in ("map50", "map50_95", "precision", "recall", "images")},
             "champion_test_map50": nan if champ.map50 is None else champ.map50,
@@ -80,7 +74,7 @@ def champion_performance(
             "in_training_data": perf.in_training_data,
             "champion_version": champ.version,
             "reason": perf.reason,
-            "per_class": dg.MetadataValue.md(md_table(rows, ["class", "boxes", "AP50", "AP50-95"])),
-            "report": dg.MetadataValue.path(ref.uri),
+            "per_class": dg.MetadataValue.md(out.per_class_md),
+            "report": dg.MetadataValue.path(out.report.uri),
         },
     )

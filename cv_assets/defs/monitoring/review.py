@@ -1,17 +1,15 @@
 """The review queue of each landed batch: labels the champion contradicts, ranked, with crops."""
 
-from typing import Any
-
 import dagster as dg
 from pydantic import Field
 
 from cv_assets.defs.common import OWNERS, parquet_table_metadata
 from cv_assets.defs.ingest.partitions import batches
 from cv_assets.defs.monitoring.champion import champion_with_onnx
-from cv_assets.lib.core import layout
-from cv_assets.lib.core.plots import markdown_image
-from cv_assets.lib.core.report import md_table
-from cv_assets.lib.monitoring.review import ReviewSettings, review_batch, thumbnail_png
+from cv_assets.lib.ingest.records import ValidatedBatch
+from cv_assets.lib.monitoring.publish import publish_review
+from cv_assets.lib.monitoring.review import ReviewSettings, review_batch
+from cv_assets.lib.training.records import ChampionModel
 from cv_assets.resources.storage import ArtifactStoreResource
 
 REVIEW_CODE_VERSION = "1"
@@ -46,8 +44,8 @@ class ReviewConfig(dg.Config):
 def review_queue(
     context: dg.AssetExecutionContext,
     config: ReviewConfig,
-    validated_batch: dict[str, Any],
-    champion_model: dict[str, Any],
+    validated_batch: ValidatedBatch,
+    champion_model: ChampionModel,
     artifacts: ArtifactStoreResource,
 ) -> dg.MaterializeResult:
     """Labels of batch b that the champion contradicts most, ranked, with a crop of each."""
@@ -61,30 +59,10 @@ def review_queue(
         settings=config.settings(),
         max_items=config.max_items,
     )
-    prefix = layout.review_prefix(bid, champ.version)
-    q.table["crop_uri"] = [
-        store.put_bytes(f"{prefix}/crops/{name}", png).uri
-        for name, png in zip(q.table["crop"], q.crops, strict=True)
-    ]
-    data = q.table_bytes()
-    table = store.put_bytes(f"{prefix}/queue.parquet", data)
-    top = [
-        (*row, markdown_image(thumbnail_png(png), row[3]))
-        for row, png in zip(q.top_rows(10), q.crops[:10], strict=True)
-    ]
+    out = publish_review(store, q, batch_id=bid, champion_version=champ.version)
     context.log.info(f"{bid}: {len(q.table)} items of {q.found} found in {q.images} images")
-    record = {
-        "batch_id": bid,
-        "champion_version": champ.version,
-        "counts": q.counts,
-        "items": len(q.table),
-        "found": q.found,
-        "images": q.images,
-        "table": table.as_dict(),
-        "crops_prefix": store.uri(f"{prefix}/crops"),
-    }
     return dg.MaterializeResult(
-        value=record,
+        value=out.record,
         metadata={
             **q.counts,
             "items": len(q.table),
@@ -92,13 +70,9 @@ def review_queue(
             "images": q.images,
             "champion_version": champ.version,
             "conf_min": config.conf_min,
-            "top_items": dg.MetadataValue.md(
-                md_table(top, ["rank", "kind", "score", "stem", "details", "crop"])
-                if top
-                else "no disagreements above the thresholds"
-            ),
-            "table": dg.MetadataValue.path(table.uri),
-            "table_sha256": table.sha256,
-            **parquet_table_metadata(data),
+            "top_items": dg.MetadataValue.md(out.top_md),
+            "table": dg.MetadataValue.path(out.table.uri),
+            "table_sha256": out.table.sha256,
+            **parquet_table_metadata(out.table_bytes),
         },
     )

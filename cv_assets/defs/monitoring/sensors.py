@@ -7,20 +7,25 @@ materialization, so a daemon restart cannot monitor a batch twice.
 
 import dagster as dg
 
-from cv_assets.defs.automation.sensors import INTERVAL_S, new_materializations
+from cv_assets.defs.automation.sensors import new_materializations
 from cv_assets.defs.monitoring.jobs import batch_monitoring_job
+from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.tracking.registry import read_champion
 from cv_assets.resources.storage import ArtifactStoreResource
 
 
-@dg.sensor(
-    job=batch_monitoring_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=INTERVAL_S,
-    description="Requests drift, live accuracy and review queue for each newly validated batch, "
-    "once a champion exists.",
-)
-def validated_batch_sensor(
+def validated_batch_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
+    return dg.sensor(
+        name="validated_batch_sensor",
+        job=batch_monitoring_job,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=cfg.sensor_interval_s,
+        description="Requests drift, live accuracy and review queue for each newly validated "
+        "batch, once a champion exists.",
+    )(validated_batch_tick)
+
+
+def validated_batch_tick(
     context: dg.SensorEvaluationContext, artifacts: ArtifactStoreResource
 ) -> dg.SensorResult:
     # The published pointer, not MLflow: a tick must stay cheap.

@@ -15,27 +15,15 @@ from cv_assets.lib.core.report import md_table
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.tracking.registry import Registry
+from cv_assets.lib.training.promotion import champion_data_version, champion_record
+from cv_assets.lib.training.records import ChampionModel
 from cv_assets.resources.io_manager import RECORD_SHA, record_bytes, record_key, record_sha256
 
 ASSET = "champion_model"
 
 
-def champion_record(reg: Registry, action: str, pending: str | None = None) -> dict[str, Any]:
-    """The current champion as the record downstream assets read (``version`` None: none yet)."""
-    champ = reg.champion()
-    base: dict[str, Any] = champ.as_dict() if champ else {"version": None, "status": "none"}
-    return base | {"action": action, "pending_version": pending}
-
-
-def champion_data_version(record: dict[str, Any]) -> str:
-    """Changes exactly when the champion does, so monitoring shows as stale after a rollback."""
-    if not record.get("version"):
-        return "none"
-    return f"v{record['version']}:{str(record.get('weights_sha256', ''))[:16]}"
-
-
 def champion_metadata(
-    reg: Registry, record: dict[str, Any], ui_url: str, who: str
+    reg: Registry, record: ChampionModel, ui_url: str, who: str
 ) -> dict[str, Any]:
     hist = reg.history()[-10:]
     rows = [(h["at"], h["action"], h["version"], h["previous"] or "-", h["who"]) for h in hist]
@@ -67,7 +55,7 @@ def report_champion_decision(
     reg: Registry,
     entry: dict[str, Any],
     ui_url: str,
-) -> dict[str, Any]:
+) -> ChampionModel:
     """Record a decision made outside a run (promote, approve, rollback) as a materialization of
     ``champion_model``: the record the IO manager hands downstream, then the event."""
     action = f"{entry['action']}: v{entry['version']} (was v{entry['previous']}): {entry['why']}"

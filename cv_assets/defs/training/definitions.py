@@ -1,10 +1,11 @@
-"""Everything of the training group, as one ``Definitions`` object."""
+"""Everything of the training group, as one ``Definitions`` object for a configuration."""
 
 import dagster as dg
 
-from cv_assets.defs.training.assets import champion_model, model_evaluation, yolo_model
-from cv_assets.defs.training.jobs import hpo_sweep, training_job
+from cv_assets.defs.training.assets import training_assets
+from cv_assets.defs.training.jobs import training_jobs
+from cv_assets.lib.core.settings import PlatformConfig
 
-defs = dg.Definitions(
-    assets=[yolo_model, model_evaluation, champion_model], jobs=[training_job, hpo_sweep]
-)
+
+def build(cfg: PlatformConfig) -> dg.Definitions:
+    return dg.Definitions(assets=training_assets(cfg), jobs=training_jobs(cfg))

@@ -1,4 +1,4 @@
-"""What ``model_evaluation`` shows a person in the UI and logs to MLflow."""
+"""What ``yolo_model`` and ``model_evaluation`` show a person in the UI and log to MLflow."""
 
 from typing import Any
 
@@ -7,9 +7,27 @@ import dagster as dg
 from cv_assets.lib.core.plots import markdown_image
 from cv_assets.lib.core.report import md_table
 from cv_assets.lib.training.gate import GateDecision
+from cv_assets.lib.training.records import ModelEvaluation, YoloModel
 from cv_assets.lib.training.train import ChallengerEvaluation
 
 SIZES = ("ap_small", "ap_medium", "ap_large")
+
+
+def model_metadata(rec: YoloModel, mlflow_link: str) -> dict[str, Any]:
+    """``yolo_model``'s materialization metadata: the weights, their validation and their run."""
+    return {
+        "weights": dg.MetadataValue.path(rec["weights"]["uri"]),
+        "weights_sha256": rec["weights"]["sha256"],
+        "dataset_version": rec["dataset_version"],
+        "val_map50": round(rec["val_map50"], 4),
+        "val_map50_95": round(rec["val_map50_95"], 4),
+        "epochs": rec["epochs_run"],
+        "train_seconds": rec["train_seconds"],
+        "reused_existing_weights": rec["reused"],
+        "mlflow_run_id": rec["mlflow_run_id"],
+        "mlflow_run": dg.MetadataValue.url(mlflow_link),
+        **({"search": dg.MetadataValue.md(rec["search_md"])} if "search_md" in rec else {}),
+    }
 
 
 def test_metrics(summary: dict[str, Any], decision: GateDecision) -> dict[str, float]:
@@ -51,7 +69,7 @@ def interval_metadata(decision: GateDecision) -> dict[str, Any]:
 
 
 def evaluation_metadata(
-    out: ChallengerEvaluation, record: dict[str, Any], champion_version: str | None
+    out: ChallengerEvaluation, record: ModelEvaluation, champion_version: str | None
 ) -> dict[str, Any]:
     summary, champ = out.summary, out.champion or {}
     rows = [(k, v, champ.get(k, "-")) for k, v in summary.items() if k != "n_images"]

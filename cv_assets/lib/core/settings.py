@@ -2,7 +2,8 @@
 
 This is the single switch between the embedded default (local folders, SQLite) and a deployment
 (``s3://`` landing zone and artifact store, an MLflow server on Postgres). Everything else, the
-Dagster resources and the CLI alike, asks ``PlatformConfig.from_env()``.
+Dagster resources and the CLI alike, is handed the ``PlatformConfig`` that its process entry point
+built once with ``PlatformConfig.from_env()``: nothing reads the environment at import time.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class PlatformConfig:
     model_max_age_h: float = 168.0
     retrain_cron: str = "0 3 * * *"
     retrain_schedule_on: bool = False
+    # CV_ASSETS_TRAIN and CV_ASSETS_GATE: the team's recipe over the code's (measured) defaults.
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    gate_defaults: Mapping[str, Any] = field(default_factory=dict)
     event_train: Mapping[str, Any] = field(default_factory=dict)
     sensor_interval_s: int = 15
     training_run_tags: Mapping[str, str] = field(default_factory=dict)
@@ -95,6 +98,7 @@ class PlatformConfig:
             retrain_cron=e.get("CV_ASSETS_RETRAIN_CRON", "0 3 * * *"),
             retrain_schedule_on=_flag(e.get("CV_ASSETS_RETRAIN_SCHEDULE", "0")),
             train_defaults=train_defaults(e.get("CV_ASSETS_TRAIN", "")),
+            gate_defaults=train_defaults(e.get("CV_ASSETS_GATE", ""), "CV_ASSETS_GATE"),
             event_train=train_defaults(
                 e.get("CV_ASSETS_TRAIN_ON_EVENT", ""), "CV_ASSETS_TRAIN_ON_EVENT"
             ),
@@ -126,11 +130,3 @@ def train_defaults(text: str, var: str = "CV_ASSETS_TRAIN") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{var} must be a JSON object, got {text!r}")
     return value
-
-
-def train_defaults_from_env() -> dict[str, Any]:
-    return train_defaults(os.environ.get("CV_ASSETS_TRAIN", ""))
-
-
-def gate_defaults_from_env() -> dict[str, Any]:
-    return train_defaults(os.environ.get("CV_ASSETS_GATE", ""), "CV_ASSETS_GATE")

@@ -11,10 +11,10 @@ import hashlib
 import itertools
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypedDict
 
 CHUNK = 1 << 20
 
@@ -31,6 +31,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+class StoredFile(TypedDict):
+    """An artifact as a record names it: ``ArtifactRef.as_dict()``, stored as JSON."""
+
+    uri: str
+    sha256: str
+    size: int
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     """What an asset passes downstream: where the artifact is and what it contains."""
@@ -39,7 +47,7 @@ class ArtifactRef:
     sha256: str
     size: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> StoredFile:
         return {"uri": self.uri, "sha256": self.sha256, "size": self.size}
 
 
@@ -300,7 +308,7 @@ class ArtifactStore:
             return self._backend._path(key)
         return None
 
-    def verify(self, ref: ArtifactRef | dict[str, Any]) -> bytes:
+    def verify(self, ref: ArtifactRef | Mapping[str, Any]) -> bytes:
         """The bytes of an artifact, refusing them when they no longer match the recorded hash."""
         r = (
             ref

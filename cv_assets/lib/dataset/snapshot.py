@@ -12,15 +12,19 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cv_assets.lib.core import layout
 from cv_assets.lib.core.files import local_file
-from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.core.report import md_table
+from cv_assets.lib.core.store import ArtifactRef, ArtifactStore
+from cv_assets.lib.dataset.records import TrainingDataset
+from cv_assets.lib.ingest.records import ValidatedBatch
 
 SPLITS = ("train", "val", "test")
 
@@ -121,6 +125,70 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+class EmptyDataset(ValueError):
+    """No batch has an accepted sample yet."""
+
+
+@dataclass
+class PublishedDataset:
+    """A snapshot written to the store, and the record that names it."""
+
+    snapshot: DatasetSnapshot
+    record: TrainingDataset
+    table: bytes  # the samples table, as Parquet
+    samples: ArtifactRef
+    data_yaml: ArtifactRef
+
+    def boxes_by_class_md(self) -> str:
+        snap = self.snapshot
+        return md_table(
+            [(c, *(snap.class_counts[s][c] for s in SPLITS)) for c in snap.classes],
+            ["class", "train boxes", "val boxes", "test boxes"],
+        )
+
+
+def publish_snapshot(
+    store: ArtifactStore, validated: Mapping[str, ValidatedBatch], classes: Sequence[str]
+) -> PublishedDataset:
+    """Snapshot every batch that passed its acceptance check and write it under its version:
+    the samples table, one file list per split and an Ultralytics data.yaml.
+
+    Raises ``EmptyDataset`` when no usable batch has an accepted sample.
+    """
+    usable = {b: r for b, r in validated.items() if r.get("acceptance_ok", True)}
+    tables = [
+        (b, pd.read_parquet(io.BytesIO(store.verify(r["samples"]))))
+        for b, r in sorted(usable.items())
+    ]
+    snap = build_snapshot(tables, classes)
+    if snap.samples.empty:
+        raise EmptyDataset("no accepted samples yet: land and validate a batch first")
+    table = parquet_bytes(snap.samples)
+    samples = store.put_bytes(layout.dataset_samples(snap.version), table)
+    for split in SPLITS:
+        store.put_bytes(
+            layout.dataset_split_list(snap.version, split),
+            ("\n".join(snap.split_paths(split)) + "\n").encode(),
+        )
+    root = store.uri(layout.dataset_prefix(snap.version))
+    yaml_ref = store.put_bytes(
+        layout.dataset_yaml(snap.version), data_yaml(snap.classes, root).encode()
+    )
+    record: TrainingDataset = {
+        "version": snap.version,
+        "classes": snap.classes,
+        "batches": snap.batches,
+        "excluded_batches": sorted(set(validated) - set(usable)),
+        "counts": snap.counts,
+        "class_counts": snap.class_counts,
+        "images": len(snap.samples),
+        "samples": samples.as_dict(),
+        "data_yaml": yaml_ref.as_dict(),
+        "data_yaml_key": layout.dataset_yaml(snap.version),
+    }
+    return PublishedDataset(snap, record, table, samples, yaml_ref)
+
+
 class DatasetTooSmall(ValueError):
     pass
 
@@ -140,7 +208,7 @@ def check_trainable(counts: dict[str, int], minimum: dict[str, int], version: st
 
 
 def test_split(
-    store: ArtifactStore, dataset: dict[str, Any], cache: Path, split: str = "test"
+    store: ArtifactStore, dataset: TrainingDataset, cache: Path, split: str = "test"
 ) -> tuple[list[str], list[str]]:
     """Local image and label paths of one split of a dataset version (the frozen test set)."""
     samples = pd.read_parquet(local_file(store, dataset["samples"]["uri"], cache))
@@ -151,7 +219,7 @@ def test_split(
 
 
 def held_out_of_batches(
-    store: ArtifactStore, dataset: dict[str, Any], batches: Sequence[str], cache: Path
+    store: ArtifactStore, dataset: TrainingDataset, batches: Sequence[str], cache: Path
 ) -> tuple[list[str], list[str]]:
     """Local image and label paths of the given batches' val and test rows: images that the
     challenger did not train on (its dataset's split is a pure function of each image)."""

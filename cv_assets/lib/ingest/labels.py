@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandera.api.pandas.model_config import BaseConfig
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
@@ -73,7 +74,7 @@ class LabelRows(pa.DataFrameModel):
     def positive_area(cls, df: pd.DataFrame) -> pd.Series:
         return ~((df["w"] <= 0) | (df["h"] <= 0))
 
-    class Config:
+    class Config(BaseConfig):
         strict = True
         coerce = False
 

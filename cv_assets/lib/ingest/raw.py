@@ -30,13 +30,16 @@ from cv_assets.lib.ingest.landing import (
     parse_marker,
 )
 from cv_assets.lib.ingest.names import is_portable_path
+from cv_assets.lib.ingest.records import RawBatch
 
 # Concurrent reads of the duplicate index; matches the S3 client's connection pool
 # (lib/core/store.py).
 READ_WORKERS = 32
 
 
-def _record(store: ArtifactStore, manifest: Manifest, manifest_sha: str, seconds: float) -> dict:
+def _record(
+    store: ArtifactStore, manifest: Manifest, manifest_sha: str, seconds: float, reused: bool
+) -> RawBatch:
     files = [e for e in manifest.entries if e.kind == "file"]
     return {
         "batch_id": manifest.batch_id,
@@ -48,6 +51,7 @@ def _record(store: ArtifactStore, manifest: Manifest, manifest_sha: str, seconds
         "n_files": len(manifest.entries),
         "n_bytes": sum(e.size for e in files),
         "seconds": round(seconds, 3),
+        "reused": reused,
     }
 
 
@@ -64,7 +68,7 @@ def copy_raw_batch(
     batch_id: str,
     classes: Sequence[str],
     max_classes: int = MAX_CLASSES,
-) -> dict[str, Any]:
+) -> RawBatch:
     """Copy a landed batch into the store once; the same batch again is a no-op.
 
     Raises ``BatchRefused`` when the batch id was ingested before with a different manifest (the
@@ -80,8 +84,8 @@ def copy_raw_batch(
         if landed.sha256 != existing.sha256:
             raise BatchRefused(changed_batch_refusal(batch_id, existing, landed))
         raw = store.get_bytes(f"{layout.raw_prefix(batch_id)}/manifest.json")
-        rec = _record(store, existing, hashlib.sha256(raw).hexdigest(), time.perf_counter() - t0)
-        return rec | {"reused": True}
+        sha = hashlib.sha256(raw).hexdigest()
+        return _record(store, existing, sha, time.perf_counter() - t0, reused=True)
 
     marker_raw = zone.read(batch_id, "batch.json")
     marker = parse_marker(batch_id, marker_raw, classes, max_classes)
@@ -108,7 +112,7 @@ def copy_raw_batch(
     ref = store.put_bytes(
         f"{layout.raw_prefix(batch_id)}/manifest.json", json.dumps(body, indent=1).encode()
     )
-    return _record(store, manifest, ref.sha256, time.perf_counter() - t0) | {"reused": False}
+    return _record(store, manifest, ref.sha256, time.perf_counter() - t0, reused=False)
 
 
 class DedupIndex:

@@ -16,6 +16,7 @@ from cv_assets.lib.core import layout
 from cv_assets.lib.core.files import local_file, scratch_dir
 from cv_assets.lib.core.metrics import evaluate_detections, read_yolo_truth
 from cv_assets.lib.core.onnx_detect import predict_files
+from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.dataset.snapshot import test_split
 from cv_assets.lib.mobile.export import (
     ExportFailed,
@@ -27,6 +28,7 @@ from cv_assets.lib.mobile.export import (
     stamp_metadata,
 )
 from cv_assets.lib.mobile.model_card import model_card
+from cv_assets.lib.mobile.records import MobileModel
 from cv_assets.lib.mobile.release import (
     FILE_NAMES,
     Budgets,
@@ -36,6 +38,7 @@ from cv_assets.lib.mobile.release import (
     release_key,
 )
 from cv_assets.lib.tracking import runs as tracking
+from cv_assets.lib.training.records import ModelEvaluation, YoloModel
 from cv_assets.lib.training.yolo import verified_weights
 
 
@@ -128,7 +131,7 @@ def build_release(
     )
 
 
-def calibration_images(store: Any, dataset: dict[str, Any], cache: Path, n: int) -> list[str]:
+def calibration_images(store: Any, dataset: TrainingDataset, cache: Path, n: int) -> list[str]:
     """``n`` training images in content-hash order: a fixed sample, never from the test split."""
 
     images, _ = test_split(store, dataset, cache, split="train")
@@ -137,16 +140,16 @@ def calibration_images(store: Any, dataset: dict[str, Any], cache: Path, n: int)
 
 def build_mobile_release(
     store: Any,
-    challenger: dict[str, Any],
-    evaluation: dict[str, Any],
-    dataset: dict[str, Any],
+    challenger: YoloModel,
+    evaluation: ModelEvaluation,
+    dataset: TrainingDataset,
     scheme: QuantScheme,
     budgets: Budgets,
     *,
     opset: int | None = None,
     force: bool = False,
     mlflow_client: Any = None,
-) -> dict[str, Any]:
+) -> MobileModel:
     """Convert the challenger's weights, prove each file, publish them; reuse a finished release.
 
     Files go to ``mobile/<key>/``; ``release.json`` is written last, so a conversion that dies
@@ -213,7 +216,7 @@ def build_mobile_release(
             mlflow_client.log_text(run_id, card, "mobile/MODEL_CARD.md")
             mlflow_client.log_text(run_id, release.usability_report, "mobile/usability_report.txt")
             tracking.log_metrics(mlflow_client, run_id, parity_metrics(release))
-    record = {
+    record: MobileModel = {
         "key": key,
         "weights_sha256": w["sha256"],
         "dataset_version": dataset["version"],
@@ -224,6 +227,9 @@ def build_mobile_release(
         "model_card": card_ref.as_dict(),
         "usability_report": report_ref.as_dict(),
         "summary": release.summary(),
+        "reused": False,
     }
-    store.put_bytes(record_key, json.dumps(record, indent=1).encode())
-    return record | {"reused": False}
+    # The stored release never says "reused": that is a fact about this run, not the files.
+    stored = {k: v for k, v in record.items() if k != "reused"}
+    store.put_bytes(record_key, json.dumps(stored, indent=1).encode())
+    return record

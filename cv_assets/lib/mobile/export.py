@@ -139,7 +139,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: Sequence[str], scheme: Qua
                 {input_name: letterbox(read_image(p), imgsz)[0]} for p in calibration
             )
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
+        # onnxruntime's base declares ``-> dict``, but its calibrators stop on None (the protocol).
+        def get_next(self) -> dict[str, np.ndarray] | None:  # pyright: ignore[reportIncompatibleMethodOverride]
             return next(self._it, None)
 
     pre = out.with_suffix(".pre.onnx")

@@ -10,20 +10,28 @@ is missing or negative, or when the records do not describe the same weights.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cv_assets.lib.core.files import local_file, scratch_dir
 from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.mobile.records import MobileModel
 from cv_assets.lib.mobile.release import parity_digest
 from cv_assets.lib.tracking.mlflow_model import log_detector_model
 from cv_assets.lib.tracking.registry import URI_TAGS, ModelVersion, Registry
+from cv_assets.lib.training.records import ChampionModel, ModelEvaluation, YoloModel
 
 # The mobile files whose parity blocks promotion (int8 is a warning: fp32 ships instead).
 BLOCKING_FORMATS = ("onnx_fp32", "ort")
 
 
+class PromotionRefused(ValueError):
+    """The records do not allow a promotion; the message says why and what to run."""
+
+
 def promotion_refusal(
-    evaluation: dict[str, Any], model: dict[str, Any], mobile: dict[str, Any]
+    evaluation: ModelEvaluation, model: YoloModel, mobile: MobileModel
 ) -> str | None:
     """Why these records must not be promoted, or ``None`` when they may.
 
@@ -35,7 +43,7 @@ def promotion_refusal(
     sha = model["weights"]["sha256"]
     run = str(evaluation.get("dagster_run_id") or "unknown")[:8]
     where = f"model_evaluation (run {run}) of weights {str(evaluation.get('weights_sha256'))[:12]}"
-    gate = evaluation.get("gate") or {}
+    gate: dict[str, Any] = dict(evaluation.get("gate") or {})
     if evaluation.get("weights_sha256") != sha:
         return (
             f"{where} did not score the challenger's weights {sha[:12]}: re-run model_evaluation "
@@ -52,7 +60,7 @@ def promotion_refusal(
             f"mobile_model's files were made from weights {str(mobile.get('weights_sha256'))[:12]}"
             f", not the evaluated challenger's {sha[:12]}: re-run mobile_model for this model"
         )
-    files = (mobile.get("summary") or {}).get("files") or {}
+    files: dict[str, Any] = (mobile.get("summary") or {}).get("files") or {}
     failed = [
         f"{fmt}: " + "; ".join(r for r in files.get(fmt, {}).get("reasons", []) if "OUTSIDE" in r)
         for fmt in BLOCKING_FORMATS
@@ -69,16 +77,14 @@ def promotion_refusal(
 def register_candidate(
     reg: Registry,
     store: ArtifactStore,
-    model: dict[str, Any],
-    evaluation: dict[str, Any],
-    mobile: dict[str, Any],
+    model: YoloModel,
+    evaluation: ModelEvaluation,
+    mobile: MobileModel,
     dagster_tags: dict[str, str],
 ) -> ModelVersion:
     """The registry version of a blessed challenger: an MLflow logged model (the app's fp32 ONNX
     through the onnx flavor, the PyTorch weights beside it, the test metrics on it), registered
     once per weights hash. Tags keep identities only: hashes, versions, file URIs."""
-    from pathlib import Path
-
     files, w = mobile["files"], model["weights"]
     tags = {
         "weights_uri": w["uri"],
@@ -109,7 +115,7 @@ def register_candidate(
     return reg.register(uri, model["mlflow_run_id"], tags)
 
 
-def mobile_tags(mobile: dict[str, Any]) -> dict[str, str]:
+def mobile_tags(mobile: MobileModel) -> dict[str, str]:
     """The registry tags that name a version's app files and their parity."""
 
     files = mobile["files"]
@@ -118,3 +124,62 @@ def mobile_tags(mobile: dict[str, Any]) -> dict[str, str]:
         "model_card_uri": mobile["model_card"]["uri"],
         "mobile_parity": json.dumps(parity_digest(mobile["summary"])),
     }
+
+
+def champion_record(reg: Registry, action: str, pending: str | None = None) -> ChampionModel:
+    """The current champion as the record downstream assets read (``version`` None: none yet)."""
+    champ = reg.champion()
+    base: dict[str, Any] = champ.as_dict() if champ else {"version": None, "status": "none"}
+    return ChampionModel(**base, action=action, pending_version=pending)
+
+
+def champion_data_version(record: ChampionModel) -> str:
+    """Changes exactly when the champion does, so monitoring shows as stale after a rollback."""
+    if not record.get("version"):
+        return "none"
+    return f"v{record['version']}:{str(record.get('weights_sha256', ''))[:16]}"
+
+
+@dataclass
+class ChampionDecision:
+    record: ChampionModel  # the champion after the decision
+    action: str  # what happened, in words
+    settled: list[str] = field(default_factory=list)  # half-registered versions, now failed
+
+
+def decide_champion(
+    reg: Registry,
+    store: ArtifactStore,
+    model: YoloModel,
+    evaluation: ModelEvaluation,
+    mobile: MobileModel,
+    *,
+    who: str,
+    require_approval: bool,
+    dagster_tags: dict[str, str],
+) -> ChampionDecision:
+    """Register a gate-blessed challenger and move the ``champion`` alias to it, or hold it for a
+    person's approval when ``require_approval``.
+
+    The gate's verdicts are re-read from the records first, so no way of starting the step can
+    bypass them: raises ``PromotionRefused`` with ``promotion_refusal``'s reasons.
+    """
+    if refusal := promotion_refusal(evaluation, model, mobile):
+        raise PromotionRefused(refusal)
+    mv = register_candidate(reg, store, model, evaluation, mobile, dagster_tags)
+    # An earlier registration that died before its decision is closed, visibly (status, history).
+    settled = reg.settle_interrupted(mv.version, who)
+    champ = reg.champion()
+    why = "; ".join(evaluation["gate"]["reasons"])
+    pending = None
+    if champ and champ.version == mv.version:
+        reg.publish_champion()
+        action = "unchanged: already the champion"
+    elif require_approval:
+        reg.hold_for_approval(mv.version, "gate", why)
+        pending = mv.version
+        action = f"pending_approval: run `cv-assets promote {mv.version}` to promote it"
+    else:
+        reg.promote(mv.version, who, why)
+        action = f"promoted: v{mv.version} is the champion"
+    return ChampionDecision(champion_record(reg, action, pending), action, settled)

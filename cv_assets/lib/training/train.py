@@ -20,10 +20,12 @@ from cv_assets.lib.core import layout
 from cv_assets.lib.core.files import local_file, scratch_dir
 from cv_assets.lib.core.metrics import DetectionMetrics, evaluate_detections, read_yolo_truth
 from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.dataset.snapshot import SPLITS, data_yaml, held_out_of_batches, test_split
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.training.bootstrap import paired_bootstrap
 from cv_assets.lib.training.gate import GateDecision, GateSettings, gate, shadow_verdict
+from cv_assets.lib.training.records import ModelEvaluation, YoloModel
 from cv_assets.lib.training.yolo import (
     TrainParams,
     predict_yolo,
@@ -45,7 +47,7 @@ def cache_key(dataset_version: str, params: TrainParams, warm_start_sha: str | N
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def localize_dataset(store: ArtifactStore, dataset: dict[str, Any], cache: Path) -> Path:
+def localize_dataset(store: ArtifactStore, dataset: TrainingDataset, cache: Path) -> Path:
     """A data.yaml whose file lists name local images (with their labels beside them)."""
     if not store.is_s3:
         return Path(store.uri(dataset["data_yaml_key"]))
@@ -105,7 +107,7 @@ def input_sizes(images: Sequence[str], imgsz: int) -> list[tuple[float, float]]:
 
 def train_and_record(
     store: ArtifactStore,
-    dataset: dict[str, Any],
+    dataset: TrainingDataset,
     params: TrainParams,
     mlflow_client: Any,
     *,
@@ -115,7 +117,7 @@ def train_and_record(
     parent_run: str | None = None,
     run_name: str = "yolo_model",
     run_tags: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> YoloModel:
     """Train (or reuse) weights for ``dataset`` and return their record.
 
     The record (``models/<key>/record.json``) is written only after the weights are safely in the
@@ -125,7 +127,9 @@ def train_and_record(
     key = cache_key(dataset["version"], params, warm_start[1] if warm_start else None)
     record_key = layout.model_record(key)
     if store.exists(record_key) and not force:
-        return json.loads(store.get_bytes(record_key)) | {"reused": True}
+        stored: YoloModel = json.loads(store.get_bytes(record_key))
+        stored["reused"] = True
+        return stored
 
     tags = {
         "dataset_version": dataset["version"],
@@ -171,7 +175,7 @@ def train_and_record(
         "val_map50": out.metrics.get("metrics/mAP50(B)", 0.0),
         "val_map50_95": out.metrics.get("metrics/mAP50-95(B)", 0.0),
     }
-    record = {
+    record: YoloModel = {
         "key": key,
         "dataset_version": dataset["version"],
         "classes": dataset["classes"],
@@ -182,12 +186,16 @@ def train_and_record(
         "train_seconds": round(out.seconds, 1),
         "device": device,
         "warm_start_sha256": tags["warm_start_sha256"],
-        **val,
+        "val_map50": val["val_map50"],
+        "val_map50_95": val["val_map50_95"],
+        "reused": False,
     }
     tracking.log_metrics(mlflow_client, run_id, val, step=out.epochs)
     mlflow_client.set_terminated(run_id, "FINISHED")
-    store.put_bytes(record_key, json.dumps(record, indent=1).encode())
-    return record | {"reused": False}
+    # The stored record never says "reused": that is what a later read of it adds.
+    stored_form = {k: v for k, v in record.items() if k != "reused"}
+    store.put_bytes(record_key, json.dumps(stored_form, indent=1).encode())
+    return record
 
 
 def evaluation_plots(ev: Evaluated, classes: Sequence[str], n_grid: int = 9) -> dict[str, bytes]:
@@ -206,39 +214,19 @@ def evaluation_plots(ev: Evaluated, classes: Sequence[str], n_grid: int = 9) -> 
     }
 
 
-def search_space(
-    strategy: str, trials: int, space: dict[str, list[Any]], seed: int = 0
-) -> list[dict[str, Any]]:
-    """``trials`` parameter overrides: the first ``trials`` grid points, or a seeded sample."""
-    import itertools
-    import random
-
-    keys = sorted(space)
-    grid = [
-        dict(zip(keys, combo, strict=True))
-        for combo in itertools.product(*(space[k] for k in keys))
-    ]
-    if strategy == "grid":
-        return grid[:trials]
-    if strategy == "random":
-        rng = random.Random(seed)
-        return rng.sample(grid, min(trials, len(grid)))
-    raise ValueError(f"search strategy {strategy!r}: expected 'grid' or 'random'")
-
-
 @dataclass
 class ChallengerEvaluation:
     summary: dict[str, Any]
     champion: dict[str, Any] | None
     decision: GateDecision
     plots: dict[str, bytes]
-    record: dict[str, Any]
+    record: ModelEvaluation
 
 
 def evaluate_challenger(
     store: ArtifactStore,
-    dataset: dict[str, Any],
-    challenger: dict[str, Any],
+    dataset: TrainingDataset,
+    challenger: YoloModel,
     champion: tuple[str, str, str, int | None] | None,
     settings: GateSettings,
     device: str = "auto",
@@ -301,7 +289,7 @@ def evaluate_challenger(
         k: store.put_bytes(layout.evaluation_plot(challenger["key"], k), png)
         for k, png in plots.items()
     }
-    record = {
+    record: ModelEvaluation = {
         "key": challenger["key"],
         "weights_sha256": w["sha256"],
         "dataset_version": dataset["version"],

@@ -25,8 +25,8 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.synth.batches import BatchSummary
 from cv_assets.resources.run_launcher import LAUNCHED_ON_TAG, STARTED_PROCESS, worker_status
-from cv_assets_tests.conftest import land
-from cv_assets_tests.defs.automation.test_daemon_loop import Daemon
+from cv_assets_tests.support.landing import land
+from cv_assets_tests.support.processes import Daemon
 
 ENV = {
     "CV_ASSETS_SENSOR_INTERVAL": "2",

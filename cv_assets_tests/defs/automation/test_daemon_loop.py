@@ -8,23 +8,19 @@ model (now past its FreshnessPolicy) retrains on that batch although it is below
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.home import REPO
-from cv_assets.status import latest_by_partition, registry_for
-from cv_assets_tests.conftest import land
+from cv_assets.read_side import latest_by_partition, metadata_of, registry_for
+from cv_assets_tests.support.landing import land
+from cv_assets_tests.support.processes import Daemon
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -37,46 +33,6 @@ ENV = {
     "CV_ASSETS_SENSOR_INTERVAL": "2",
     "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
 }
-
-
-class Daemon:
-    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
-        self.log_path = log
-        self.env = ENV if env is None else env  # what the platform reads, beside os.environ
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        cmd = ["dev", "-h", "127.0.0.1", "-p", "0", "-w", str(REPO / "workspace.yaml")]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", *cmd],
-            cwd=REPO,
-            env=dict(os.environ) | self.env,
-            stdout=open(self.log_path, "ab"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-
-    def wait(self, what: str, done, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc and self.proc.poll() is None, self.tail()
-            assert "Error loading repository location" not in self.tail(), self.tail()
-            if done():
-                return
-            time.sleep(2)
-        raise AssertionError(f"timed out waiting for {what}\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
 
 
 def _training_runs(instance) -> list[dg.DagsterRun]:
@@ -104,11 +60,7 @@ def _datasets(instance) -> list[dict]:
 
 def _metadata(instance, asset: str) -> list[dict]:
     recs = instance.fetch_materializations(dg.AssetKey(asset), limit=20).records
-    return [
-        {k: v.value for k, v in r.asset_materialization.metadata.items()}
-        for r in reversed(recs)
-        if r.asset_materialization
-    ]
+    return [metadata_of(r.asset_materialization) for r in reversed(recs) if r.asset_materialization]
 
 
 @pytest.mark.timeout(1200)
@@ -117,7 +69,7 @@ def test_volume_debounce_restart_and_freshness_under_the_real_daemon(cfg, tmp_pa
     landed = land(cfg, batches=1, images=24, size=96, corrupt_fraction=0.34)
     landed += land(cfg, batches=2, images=24, size=96, seed=7)
     first = [b.batch_id for b in landed]
-    daemon = Daemon(tmp_path / "dagster-dev.log")
+    daemon = Daemon(tmp_path / "dagster-dev.log", ENV)
     instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
     try:
         daemon.start()

@@ -16,10 +16,10 @@ from cv_assets.defs.automation.schedules import retrain_schedule
 from cv_assets.defs.automation.sensors import degradation_sensor, drift_sensor
 from cv_assets.defs.automation.state import new_accepted_data
 from cv_assets.defs.ingest.partitions import BATCHES
-from cv_assets.defs.training.jobs import TRAINING_TAGS
+from cv_assets.defs.training.jobs import training_tags
 from cv_assets.resources.environment import platform_resources
-from cv_assets_tests.conftest import land
-from cv_assets_tests.defs.conftest import QUIET, ingest
+from cv_assets_tests.support.jobs import QUIET, ingest
+from cv_assets_tests.support.landing import land
 
 pytestmark = pytest.mark.asset
 
@@ -111,7 +111,9 @@ def test_cooldown_holds_the_volume_trigger_after_any_training(cfg, instance):
     ingest(cfg, instance, batches=2, images=12, size=96)
     job = build_defs(cfg).resolve_job_def("training_job")
     # A training run of any trigger (here: a manual one) starts the cooldown.
-    instance.create_run_for_job(job_def=job, tags=TRAINING_TAGS, status=dg.DagsterRunStatus.FAILURE)
+    instance.create_run_for_job(
+        job_def=job, tags=training_tags(cfg), status=dg.DagsterRunStatus.FAILURE
+    )
     cooling = build_defs(dataclasses.replace(cfg, retrain_min_images=20, retrain_cooldown_s=3600))
     held = dg.evaluate_automation_conditions(defs=cooling, instance=instance)
     assert _requested(held) == [] and "cooldown: no training started in the last 3600 s" in (
@@ -165,7 +167,7 @@ def _tick(sensor, cfg, instance, cursor=None, cooldown_s=0):
             instance=instance, cursor=cursor, resources=res, definitions=build_defs(cfg)
         ) as ctx,
     ):
-        return sensor.evaluate_tick(ctx)
+        return sensor(cfg).evaluate_tick(ctx)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +190,9 @@ def test_event_sensors_request_one_retraining_per_event(
     assert req.tags["cv_assets/trigger_batch"] == "bad"
     assert not _tick(sensor, cfg, instance, fired.cursor).run_requests  # nothing new
     job = build_defs(cfg).resolve_job_def("training_job")
-    instance.create_run_for_job(job_def=job, tags=TRAINING_TAGS, status=dg.DagsterRunStatus.FAILURE)
+    instance.create_run_for_job(
+        job_def=job, tags=training_tags(cfg), status=dg.DagsterRunStatus.FAILURE
+    )
     _flag(instance, asset, "later", **{flag: True, "map50": 0.2, "champion_test_map50": 0.9})
     cooled = _tick(sensor, cfg, instance, fired.cursor, cooldown_s=3600)
     assert not cooled.run_requests and "later" in str(cooled.skip_message)
@@ -209,7 +213,7 @@ def test_schedule_retrains_only_when_new_data_exists(cfg, instance):
         with dg.build_schedule_context(
             instance=instance, resources=res, scheduled_execution_time=at
         ) as ctx:
-            return retrain_schedule.evaluate_tick(ctx)
+            return retrain_schedule(cfg).evaluate_tick(ctx)
 
     idle = tick()
     assert not idle.run_requests and "0 newly accepted images" in str(idle.skip_message)
@@ -217,4 +221,4 @@ def test_schedule_retrains_only_when_new_data_exists(cfg, instance):
     (req,) = tick().run_requests or []
     assert req.tags["cv_assets/trigger"] == "schedule" and int(req.tags["cv_assets/new_images"])
     assert req.run_key == "schedule:2026-11-26T03:00:00+00:00"  # one run per cron tick
-    assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert retrain_schedule(cfg).default_status == dg.DefaultScheduleStatus.STOPPED

@@ -9,7 +9,7 @@ import pytest
 
 from cv_assets.definitions import build_defs
 from cv_assets.resources.io_manager import record_key
-from cv_assets_tests.defs.conftest import QUIET, ingest, materialized
+from cv_assets_tests.support.jobs import QUIET, ingest, materialized
 
 pytestmark = pytest.mark.asset
 

@@ -6,30 +6,19 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cv_assets.definitions import build_defs
-from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.lib.ingest.intake import QUARANTINE_COLUMNS, SAMPLE_COLUMNS
-from cv_assets_tests.conftest import EXPECTED_RULE, land
+from cv_assets.read_side import metadata_of
+from cv_assets_tests.support.jobs import run_intake
+from cv_assets_tests.support.landing import EXPECTED_RULE, land
 
 pytestmark = pytest.mark.asset
-
-
-def run_intake(cfg, instance, batch_id, run_config=None, raise_on_error=True):
-    instance.add_dynamic_partitions(BATCHES, [batch_id])
-    job = build_defs(cfg).resolve_job_def("intake_job")
-    return job.execute_in_process(
-        partition_key=batch_id,
-        instance=instance,
-        run_config=run_config or {},
-        raise_on_error=raise_on_error,
-    )
 
 
 def metadata(result, asset) -> dict[str, Any]:
     (mat,) = [
         m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)
     ]
-    return {k: v.value for k, v in mat.materialization.metadata.items()}
+    return metadata_of(mat.materialization)
 
 
 def test_corrupt_batch_is_validated_with_reasons_and_counts(cfg, instance):
@@ -139,8 +128,8 @@ def test_no_single_file_can_fail_a_batch_each_is_quarantined_by_name(cfg, instan
     neither accepted nor quarantined, and nothing named the file."""
     import os
 
-    from cv_assets.status import collect_status
-    from cv_assets_tests.lib.ingest.test_images import PNG_CHUNK_PAST_EOF, inflating, png_with_chunk
+    from cv_assets.cli.status import collect_status
+    from cv_assets_tests.support.landing import PNG_CHUNK_PAST_EOF, inflating, png_with_chunk
 
     (s,) = land(cfg, images=6, seed=20)
     images, labels = s.path / "images", s.path / "labels"

@@ -6,18 +6,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cv_assets.cli.status import collect_status
 from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.defs.ingest.sensors import landing_sensor
 from cv_assets.resources.environment import platform_resources
-from cv_assets.status import collect_status
-from cv_assets_tests.conftest import land
+from cv_assets_tests.support.landing import land
 
 
 def tick(cfg, instance, cursor=None) -> dg.SensorResult:
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=platform_resources(cfg)
     ) as ctx:
-        result = landing_sensor(ctx)
+        result = landing_sensor(cfg)(ctx)
     assert isinstance(result, dg.SensorResult)
     # What the daemon does with the result: add the partitions it asked for.
     for req in result.dynamic_partitions_requests or []:
@@ -107,7 +107,7 @@ def test_symlinked_batch_folder_is_refused_with_reason_not_skipped(cfg, instance
 
 @pytest.mark.asset
 def test_files_changed_after_intake_are_refused_file_by_file_at_the_next_tick(cfg, instance):
-    from cv_assets_tests.defs.ingest.test_ingest_assets import run_intake
+    from cv_assets_tests.support.jobs import run_intake
 
     (s,) = land(cfg, images=4)
     first = tick(cfg, instance)

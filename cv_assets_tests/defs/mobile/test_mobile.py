@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cv_assets.cli.predict import predict
+from cv_assets.cli.status import collect_status
 from cv_assets.lib.core.onnx_detect import OnnxDetector
 from cv_assets.lib.core.store import sha256_file
 from cv_assets.lib.mobile.export import head_float_nodes
 from cv_assets.lib.tracking import runs as tracking
-from cv_assets.predict import predict
+from cv_assets.read_side import registry_for
 from cv_assets.resources.io_manager import record_key
-from cv_assets.status import collect_status, registry_for
-from cv_assets_tests.defs.conftest import check_named, materialized, train
-from cv_assets_tests.lib.tracking.test_mlflow_model import as_printed
+from cv_assets_tests.support.jobs import check_named, materialized, train
+from cv_assets_tests.support.models import as_printed
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_champion_gets_three_proven_mobile_files_that_predict_uses(
     assert pyfunc.metadata.signature is not None
     scene = next(Path(cfg.landing_root).glob("*/images/*.jpg"))
     rows = pyfunc.predict(pd.DataFrame({"image": [str(scene)]}), params={"conf": 1e-6})
-    doc, failed = predict("champion", [str(scene)], "onnx_fp32", 1e-6, 0.7)
+    doc, failed = predict("champion", [str(scene)], "onnx_fp32", 1e-6, 0.7, cfg)
     assert failed == 0 and len(rows) == len(doc["results"][0]["detections"]) > 0
     assert as_printed(rows, 0) == doc["results"][0]["detections"]
     card = Path(champ["model_card_uri"]).read_text()

@@ -13,8 +13,8 @@ from cv_assets.definitions import build_defs
 from cv_assets.defs.monitoring.performance import champion_performance
 from cv_assets.lib.core.metrics import evaluate_detections, read_yolo_truth
 from cv_assets.lib.core.onnx_detect import predict_files
-from cv_assets.lib.core.store import ArtifactStore
-from cv_assets_tests.defs.conftest import QUIET, ingest, materialized, train
+from cv_assets.read_side import open_store
+from cv_assets_tests.support.jobs import QUIET, ingest, materialized, train
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def _run(defs, instance, batch: str, **config) -> dict:
 
 def _direct_metrics(cfg, batch: str, onnx_uri: str) -> dict:
     """The batch's mAP from its stored samples, computed without the asset or lib/performance."""
-    store = ArtifactStore(cfg.artifacts_root)
+    store = open_store(cfg)
     samples = pd.read_parquet(
         io.BytesIO(store.get_bytes(f"validated/{batch}/samples.parquet"))
     ).sort_values("sha256")
@@ -59,7 +59,7 @@ def test_champion_performance_measures_new_batches_and_never_judges_training_one
     assert train(cfg, instance).success
     (new,) = ingest(cfg, instance, batches=1, images=40, size=96, seed=60)
     defs = dg.Definitions.merge(build_defs(cfg), dg.Definitions(jobs=[performance_job]))
-    store = ArtifactStore(cfg.artifacts_root)
+    store = open_store(cfg)
     champion = json.loads(store.get_bytes("registry/champion.json"))
 
     fresh = _run(defs, instance, new)

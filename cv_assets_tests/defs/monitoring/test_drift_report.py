@@ -8,14 +8,14 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from cv_assets.cli.status import collect_status
 from cv_assets.definitions import build_defs
 from cv_assets.defs.automation.sensors import drift_sensor
 from cv_assets.defs.monitoring.sensors import validated_batch_sensor
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.resources.environment import platform_resources
 from cv_assets.resources.storage import PlatformSettings
-from cv_assets.status import collect_status
-from cv_assets_tests.defs.conftest import QUIET, ingest, materialized, train
+from cv_assets_tests.support.jobs import QUIET, ingest, materialized, train
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_sensors_request_drift_then_one_retraining_per_drift_event_after_cooldow
                 instance=instance, cursor=cursor, resources=res, definitions=defs
             ) as ctx,
         ):
-            return sensor.evaluate_tick(ctx)
+            return sensor(cfg).evaluate_tick(ctx)
 
     # Before any champion, a validated batch gets no drift run (and is not retried later).
     early = tick(validated_batch_sensor)

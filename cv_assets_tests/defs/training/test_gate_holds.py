@@ -9,11 +9,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cv_assets.cli.status import collect_status
 from cv_assets.definitions import build_defs
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.training.promotion import register_candidate
-from cv_assets.status import collect_status, registry_for
-from cv_assets_tests.defs.conftest import QUIET, TINY, check_named, materialized, train
+from cv_assets.read_side import registry_for
+from cv_assets_tests.support.jobs import QUIET, TINY, check_named, materialized, train
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import torch
 
 from cv_assets.definitions import build_defs
 from cv_assets.lib.core.store import sha256_file
-from cv_assets_tests.defs.conftest import QUIET, train
-from cv_assets_tests.lib.training.test_safe_weights import RunsAShellCommand
+from cv_assets_tests.support.jobs import QUIET, train
+from cv_assets_tests.support.models import RunsAShellCommand
 
 pytestmark = pytest.mark.slow
 

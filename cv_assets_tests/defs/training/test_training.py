@@ -9,13 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cv_assets.cli.status import collect_status
 from cv_assets.definitions import build_defs
 from cv_assets.defs.ingest.partitions import BATCHES
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.core.store import sha256_file
 from cv_assets.lib.tracking import runs as tracking
-from cv_assets.status import collect_status, registry_for
-from cv_assets_tests.defs.conftest import (
+from cv_assets.read_side import metadata_of, registry_for
+from cv_assets_tests.support.jobs import (
     QUIET,
     TINY,
     check_named,
@@ -158,7 +159,7 @@ def test_manual_approval_holds_the_model_until_promote_and_rollback_goes_back(sm
     recs = instance.fetch_materializations(dg.AssetKey("champion_model"), limit=10).records
     newest = recs[0]
     assert newest.run_id == "" and newest.asset_materialization is not None
-    meta = {k: v.value for k, v in newest.asset_materialization.metadata.items()}
+    meta = metadata_of(newest.asset_materialization)
     assert meta["version"] == "1" and str(meta["action"]).startswith("rollback: v1 (was v2)")
     assert meta["decided_by"] == hist[-1]["who"] and "field reports" in str(meta["action"])
     kinds = [r.run_id == "" for r in reversed(recs)]  # pending (run), approve, pending, approve, rb
@@ -211,7 +212,7 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
     script = (
         "import sys, dagster as dg\n"
         "from cv_assets.definitions import build_defs\n"
-        "from cv_assets_tests.defs.conftest import train\n"
+        "from cv_assets_tests.support.jobs import train\n"
         "from cv_assets.lib.core.settings import PlatformConfig\n"
         "cfg = PlatformConfig.from_env()\n"
         "inst = dg.DagsterInstance.from_config(str(cfg.dagster_home))\n"

@@ -4,12 +4,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 from PIL import Image
 
 from cv_assets.lib.core.onnx_detect import (
@@ -20,6 +17,7 @@ from cv_assets.lib.core.onnx_detect import (
     postprocess,
     read_image,
 )
+from cv_assets_tests.support.models import constant_detector, head_output
 
 pytestmark = pytest.mark.unit
 
@@ -40,19 +38,10 @@ def test_letterbox_swaps_bgr_to_rgb():
     assert blob[0, 2].min() == 1.0 and blob[0, 0].max() == 0.0
 
 
-def _raw(boxes_xywh, scores, nc=3):
-    """A head output (4 + nc, N) with one anchor per given box."""
-    raw = np.zeros((4 + nc, len(boxes_xywh)), np.float32)
-    for i, (b, (cls, s)) in enumerate(zip(boxes_xywh, scores, strict=True)):
-        raw[:4, i] = b
-        raw[4 + cls, i] = s
-    return raw
-
-
 def test_postprocess_maps_boxes_back_to_the_original_image():
     _, lb = letterbox(np.zeros((100, 200, 3), np.uint8), 64)
     # A box covering x 50..150, y 25..75 of the original sits at x 16..48, y 24..40 in the input.
-    out = postprocess(_raw([(32, 32, 32, 16)], [(1, 0.9)]), lb)
+    out = postprocess(head_output([(32, 32, 32, 16)], [(1, 0.9)]), lb)
     assert out.shape == (1, 6)
     assert np.allclose(out[0, :4], [0.25, 0.25, 0.75, 0.75], atol=1e-6)
     assert out[0, 4] == pytest.approx(0.9) and out[0, 5] == 1
@@ -62,7 +51,7 @@ def test_postprocess_suppresses_overlaps_of_one_class_only_and_filters_confidenc
     _, lb = letterbox(np.zeros((64, 64, 3), np.uint8), 64)
     boxes = [(32, 32, 20, 20), (33, 32, 20, 20), (33, 32, 20, 20), (10, 10, 4, 4)]
     scores = [(0, 0.9), (0, 0.8), (2, 0.7), (1, 0.1)]
-    out = postprocess(_raw(boxes, scores), lb, conf=0.25)
+    out = postprocess(head_output(boxes, scores), lb, conf=0.25)
     assert sorted(out[:, 5].tolist()) == [0, 2]  # the 0.8 duplicate and the 0.1 box are gone
     assert out[:, 4].max() == pytest.approx(0.9)
 
@@ -79,30 +68,6 @@ def test_unreadable_image_error_names_the_file(tmp_path):
         read_image(bad)
     with pytest.raises(ImageUnreadable, match=r"missing\.png: cannot read the file"):
         read_image(tmp_path / "missing.png")
-
-
-def constant_detector(path: Path, imgsz: int = 32) -> Path:
-    """A real ONNX file whose head always reports one 'circle' box in the centre."""
-    raw = _raw([(imgsz / 2, imgsz / 2, imgsz / 2, imgsz / 2), (1, 1, 1, 1)], [(1, 0.9), (0, 0.01)])
-    const = helper.make_tensor("c", TensorProto.FLOAT, (1, *raw.shape), raw.ravel().tolist())
-    zero = helper.make_tensor("z", TensorProto.FLOAT, (), [0.0])
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
-        helper.make_node("Mul", ["m", "z"], ["m0"]),
-        helper.make_node("Add", ["c", "m0"], ["output0"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "const",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, (1, 3, imgsz, imgsz))],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, (1, *raw.shape))],
-        initializer=[const, zero],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    model.metadata_props.add(key="names", value="{0: 'square', 1: 'circle', 2: 'triangle'}")
-    onnx.save(model, str(path))
-    return path
 
 
 def test_detector_reads_size_and_class_names_from_the_file(tmp_path):

@@ -3,13 +3,19 @@ import hashlib
 import pandas as pd
 import pytest
 
+from cv_assets.lib.core import layout
+from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.dataset.snapshot import (
     DatasetTooSmall,
+    EmptyDataset,
     build_snapshot,
     check_trainable,
     data_yaml,
+    parquet_bytes,
+    publish_snapshot,
     stable_split,
 )
+from cv_assets.lib.ingest.records import ValidatedBatch
 
 pytestmark = pytest.mark.unit
 CLASSES = ["square", "circle", "triangle"]
@@ -103,3 +109,44 @@ def test_newest_correction_replaces_the_label_and_the_version_is_its_content():
     direct.loc[0, "label_sha256"], direct.loc[1, "label_sha256"] = "a" * 64, "b" * 64
     assert build_snapshot([("b1", direct)], CLASSES).version == snap.version
     assert build_snapshot([("b1", base)], CLASSES).superseded == 0
+
+
+def _validated(store: ArtifactStore, bid: str, table: pd.DataFrame, ok: bool) -> ValidatedBatch:
+    ref = store.put_bytes(layout.validated_table(bid, "samples"), parquet_bytes(table))
+    empty = store.put_bytes(layout.validated_table(bid, "quarantine"), b"")
+    return {
+        "batch_id": bid,
+        "manifest_sha256": "m" * 64,
+        "samples": ref.as_dict(),
+        "quarantine": empty.as_dict(),
+        "images_prefix": f"std/{bid}/images",
+        "classes": CLASSES,
+        "acceptance_ok": ok,
+        "landed": len(table),
+        "accepted": len(table),
+        "quarantined": 0,
+    }
+
+
+def test_published_snapshot_leaves_out_failed_batches_and_writes_its_split_lists(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    validated = {
+        "b1": _validated(store, "b1", samples(40), ok=True),
+        "b2": _validated(store, "b2", samples(30, start=40), ok=False),
+    }
+    out = publish_snapshot(store, validated, CLASSES)
+    rec = out.record
+    assert rec["batches"] == ["b1"] and rec["excluded_batches"] == ["b2"]
+    assert rec["images"] == 40 == sum(rec["counts"].values())
+    assert store.verify(rec["samples"]) == out.table
+    for split, n in rec["counts"].items():
+        lines = store.get_bytes(layout.dataset_split_list(rec["version"], split)).decode()
+        assert len(lines.split()) == n
+    assert store.exists(rec["data_yaml_key"])
+    assert "| square |" in out.boxes_by_class_md()
+
+
+def test_a_snapshot_of_no_accepted_sample_is_refused(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    with pytest.raises(EmptyDataset, match="no accepted samples yet"):
+        publish_snapshot(store, {"b1": _validated(store, "b1", samples(5), ok=False)}, CLASSES)

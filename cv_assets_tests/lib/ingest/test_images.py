@@ -11,6 +11,7 @@ from cv_assets.lib.ingest.images import (
     image_stats,
     standard_image_bytes,
 )
+from cv_assets_tests.support.landing import PNG_CHUNK_PAST_EOF, inflating, png_with_chunk
 
 pytestmark = pytest.mark.unit
 LIMITS = ImageLimits()
@@ -122,27 +123,6 @@ def test_ultralytics_pil_patch_cannot_turn_not_an_image_into_a_runtime_install()
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(b"plain text, not an image"))
     assert rejected(b"plain text, not an image").rule == "not_an_image"
-
-
-def png_with_chunk(kind: bytes, body: bytes, after_idat: bool = False) -> bytes:
-    """A valid 32x32 PNG with one extra chunk (CRC correct) before IDAT, or after it."""
-    import struct
-    import zlib
-
-    png = encode(noise(32, 32), "PNG")
-    chunk = struct.pack(">I", len(body)) + kind + body
-    chunk += struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    at = png.rindex(b"IEND") - 4 if after_idat else 33  # 8-byte signature + 25-byte IHDR
-    return png[:at] + chunk + png[at:]
-
-
-PNG_CHUNK_PAST_EOF = b"\x00\x0f\x42\x40tEXtComment\0short"  # appended after IHDR
-
-
-def inflating(n_bytes: int) -> bytes:
-    import zlib
-
-    return zlib.compress(b"\0" * n_bytes, 9)
 
 
 @pytest.mark.parametrize(

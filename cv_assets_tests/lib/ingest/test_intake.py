@@ -12,7 +12,7 @@ from cv_assets.lib.ingest.intake import ingest_batch, plan_items
 from cv_assets.lib.ingest.landing import LandingZone, Manifest, ManifestEntry
 from cv_assets.lib.ingest.raw import DedupIndex, copy_raw_batch, load_raw_manifest
 from cv_assets.lib.synth.batches import CLASSES, FAULT_KINDS, write_batches
-from cv_assets_tests.conftest import EXPECTED_RULE
+from cv_assets_tests.support.landing import EXPECTED_RULE
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from cv_assets.lib.monitoring.performance import (
     judge_degradation,
     training_batches,
 )
-from cv_assets_tests.lib.core.test_onnx_detect import constant_detector
+from cv_assets_tests.support.models import constant_detector
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-from typing import Any
 
 import mlflow.onnx
 import mlflow.pyfunc
@@ -13,12 +12,13 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+from cv_assets.cli.predict import predict
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.synth.batches import write_batches
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.tracking.mlflow_model import COLUMNS, ModelInputError, log_detector_model
 from cv_assets.lib.tracking.registry import Registry, RegistryError
-from cv_assets.predict import predict
+from cv_assets_tests.support.models import as_printed
 
 pytestmark = pytest.mark.unit
 
@@ -139,19 +139,6 @@ def test_the_champion_loads_with_mlflow_onnx_as_the_apps_file(home):
     version = c.get_model_version("cv_assets_detector", mv.version)
     assert version.source == c.get_logged_model(uri.removeprefix("models:/")).artifact_location
     assert "/models/m-" in version.source and version.run_id == mv.mlflow_run_id
-
-
-def as_printed(out: Any, image: int) -> list[dict]:
-    """The pyfunc's rows for one image, in the form and rounding `cv-assets predict` prints."""
-    return [
-        {
-            "class_id": int(r.class_id),
-            "class": r.class_name,
-            "confidence": round(r.confidence, 4),
-            "box_xyxy": [round(v, 1) for v in (r.x1, r.y1, r.x2, r.y2)],
-        }
-        for r in out[out["image"] == image].itertuples()
-    ]
 
 
 def test_the_pyfunc_gives_the_detections_of_cv_assets_predict(home, scenes):

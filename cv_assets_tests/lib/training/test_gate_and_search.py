@@ -4,7 +4,8 @@ import pytest
 from cv_assets.lib.core.metrics import DetectionMetrics
 from cv_assets.lib.training.bootstrap import BootstrapResult
 from cv_assets.lib.training.gate import gate, shadow_verdict
-from cv_assets.lib.training.train import cache_key, search_space
+from cv_assets.lib.training.search import search_space
+from cv_assets.lib.training.train import cache_key
 from cv_assets.lib.training.yolo import TrainParams
 
 pytestmark = pytest.mark.unit

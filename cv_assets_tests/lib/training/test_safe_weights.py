@@ -1,8 +1,5 @@
 """Weights are unpickled only when they hold the network's classes, whatever hash is recorded."""
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,18 +10,9 @@ from cv_assets.lib.training.yolo import (
     safe_checkpoint,
     verified_weights,
 )
+from cv_assets_tests.support.models import RunsAShellCommand
 
 pytestmark = pytest.mark.unit
-
-
-class RunsAShellCommand:
-    """What an attacker who can write the bucket would upload as ``best.pt``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_crafted_pickle_is_refused_even_when_its_hash_is_the_recorded_one(tmp_path):

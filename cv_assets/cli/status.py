@@ -4,6 +4,7 @@ The event log is the source of truth for what was materialised; the artifact sto
 never became a run (refused batches).
 """
 
+import argparse
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -11,43 +12,24 @@ from typing import Any
 import dagster as dg
 
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.ingest.landing import LandingZone
 from cv_assets.lib.monitoring.review import KINDS
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.tracking.registry import URI_TAGS, Registry
-
-PAGE = 1000
-
-
-def open_instance(cfg: PlatformConfig) -> dg.DagsterInstance:
-    home = cfg.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.from_config(str(home))
-
-
-def latest_by_partition(instance: dg.DagsterInstance, asset: str) -> dict[str, dict[str, Any]]:
-    """Metadata of the newest materialisation of each partition of ``asset``."""
-    out: dict[str, dict[str, Any]] = {}
-    cursor = None
-    while True:
-        res = instance.fetch_materializations(dg.AssetKey(asset), limit=PAGE, cursor=cursor)
-        for rec in res.records:
-            mat = rec.asset_materialization
-            if mat is None or mat.partition is None or mat.partition in out:
-                continue
-            out[mat.partition] = {k: v.value for k, v in mat.metadata.items()} | {
-                "timestamp": rec.timestamp
-            }
-        if not res.has_more:
-            return out
-        cursor = res.cursor
+from cv_assets.read_side import (
+    PAGE,
+    latest_by_partition,
+    metadata_of,
+    open_instance,
+    open_store,
+    registry_for,
+)
 
 
 def batches_section(cfg: PlatformConfig, instance: dg.DagsterInstance) -> dict[str, Any]:
     complete, _ignored = LandingZone(cfg.landing_root, cfg.s3_endpoint_url).scan()
     validated = latest_by_partition(instance, "validated_batch")
-    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    store = open_store(cfg)
     refused = [
         json.loads(store.get_bytes(k)) for k in store.list("refusals/") if k.endswith(".json")
     ]
@@ -80,7 +62,7 @@ def datasets_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
         mat = rec.asset_materialization
         if mat is None:
             continue
-        md = {k: v.value for k, v in mat.metadata.items()}
+        md = metadata_of(mat)
         version = str(md.get("dataset_version"))
         seen.setdefault(
             version,
@@ -96,11 +78,6 @@ def datasets_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
             },
         )
     return list(seen.values())
-
-
-def registry_for(cfg: PlatformConfig) -> Registry:
-    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
-    return Registry(tracking.client(cfg.mlflow_tracking_uri), tracking.MODEL_NAME, store)
 
 
 def champion_section(reg: Registry) -> dict[str, Any] | None:
@@ -194,15 +171,14 @@ def evaluations_section(instance: dg.DagsterInstance, limit: int = 10) -> list[d
     for r in reversed(recs):
         if r.asset_materialization is None:
             continue
-        m = {k: v.value for k, v in r.asset_materialization.metadata.items()}
+        m = metadata_of(r.asset_materialization)
         out.append({"run_id": r.run_id} | {k: m.get(k) for k in keys})
     return out
 
 
-def collect_status(cfg: PlatformConfig | None = None) -> dict[str, Any]:
+def collect_status(cfg: PlatformConfig) -> dict[str, Any]:
     """Everything ``status`` shows. Raises ``tracking.TrackingUnavailable`` (naming the masked
     URI) within seconds when the tracking server does not answer, not after MLflow's retries."""
-    cfg = cfg or PlatformConfig.from_env()
     tracking.check_reachable(cfg.mlflow_tracking_uri)
     instance = open_instance(cfg)
     reg = registry_for(cfg)
@@ -314,3 +290,10 @@ def render_status(s: dict[str, Any]) -> str:
         was = f"from v{h['previous']}" if h["previous"] else "first champion"
         lines.append(f"  {h['at']} {h['action']} v{h['version']} ({was}) by {h['who']}: {h['why']}")
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
+    """``cv-assets status [--json]``."""
+    s = collect_status(cfg)
+    print(json.dumps(s, indent=2, default=str) if args.json else render_status(s))
+    return 0

@@ -10,6 +10,8 @@ folder, not a detector) is one line, ``cannot load model PATH: <reason>``, never
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cv_assets.lib.core.onnx_detect import OnnxDetector
+    from cv_assets.lib.core.settings import PlatformConfig
 
 
 class ModelNotFound(ValueError):
@@ -51,8 +54,11 @@ def load_detector(path: Path) -> OnnxDetector:
     return det
 
 
-def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
-    """A local model file and what is known about it: ``champion`` or a path."""
+def resolve_model(
+    model: str, fmt: str, cfg: PlatformConfig | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """A local model file and what is known about it: a path, or ``champion`` of ``cfg``'s
+    home."""
     if model != "champion":
         path = Path(model)
         if not path.is_file():
@@ -60,12 +66,12 @@ def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
                 f"cannot load model {model}: no such file (give an .onnx/.ort path or 'champion')"
             )
         return path, {"source": str(path)}
-    from cv_assets.lib.core.settings import PlatformConfig
-    from cv_assets.lib.core.store import ArtifactStore
     from cv_assets.lib.tracking.registry import URI_TAGS, read_champion
+    from cv_assets.read_side import open_store
 
-    cfg = PlatformConfig.from_env()
-    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    if cfg is None:
+        raise ModelNotFound("'champion' needs the platform's configuration (CV_ASSETS_HOME)")
+    store = open_store(cfg)
     champ = read_champion(store)
     if champ is None:
         raise ModelNotFound(f"no champion in {cfg.artifacts_root}: train one first (make demo)")
@@ -88,12 +94,17 @@ def resolve_model(model: str, fmt: str) -> tuple[Path, dict[str, Any]]:
 
 
 def predict(
-    model: str, images: list[str], fmt: str = "app", conf: float = 0.25, iou: float = 0.7
+    model: str,
+    images: list[str],
+    fmt: str = "app",
+    conf: float = 0.25,
+    iou: float = 0.7,
+    cfg: PlatformConfig | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The JSON document ``predict`` prints, and the number of images that failed."""
     from cv_assets.lib.core.onnx_detect import ImageUnreadable, read_image
 
-    path, info = resolve_model(model, fmt)
+    path, info = resolve_model(model, fmt, cfg)
     det = load_detector(path)
     names = det.class_names
     results, failed = [], 0
@@ -121,3 +132,14 @@ def predict(
         results.append({"image": p, "width": w, "height": h, "detections": boxes})
     doc = {"model": info | {"imgsz": det.imgsz, "classes": names}, "results": results}
     return doc, failed
+
+
+def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
+    """``cv-assets predict IMAGE...``: exit 1 when an image failed, 2 when no model loads."""
+    try:
+        doc, failed = predict(args.model, args.images, args.format, args.conf, args.iou, cfg)
+    except ModelNotFound as e:
+        print(f"cv-assets predict: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=1))
+    return 1 if failed else 0

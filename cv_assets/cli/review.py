@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.read_side import latest_metadata, open_instance, open_store
 
 EXPORT_RECORD = "review.json"
 REVIEWED = ("images", "labels")  # the subfolders import reads; the others are for the reviewer
@@ -52,30 +53,13 @@ class ReviewCliError(Exception):
         self.code = code
 
 
-def _store(cfg: PlatformConfig, root: str | None = None) -> Any:
-    from cv_assets.lib.core.store import ArtifactStore
-
-    return ArtifactStore(root or cfg.artifacts_root, cfg.s3_endpoint_url)
-
-
 def newest_queue(cfg: PlatformConfig, batch_id: str) -> dict[str, Any] | None:
     """Metadata of the newest ``review_queue`` materialization of ``batch_id``, if any."""
-    import dagster as dg
-
-    from cv_assets.status import open_instance
-
     instance = open_instance(cfg)
     try:
-        res = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(QUEUE_ASSET), asset_partitions=[batch_id]),
-            limit=1,
-        )
+        return latest_metadata(instance, QUEUE_ASSET, batch_id)
     finally:
         instance.dispose()
-    for rec in res.records:
-        if rec.asset_materialization is not None:
-            return {k: v.value for k, v in rec.asset_materialization.metadata.items()}
-    return None
 
 
 def _read_table(store: Any, md: dict[str, Any]) -> Any:
@@ -103,7 +87,7 @@ def export_review(
             "first (it needs a champion)",
             2,
         )
-    store = _store(cfg)
+    store = open_store(cfg)
     table = _read_table(store, md)
     if top is not None:
         table = table[table["rank"] <= top]
@@ -346,7 +330,7 @@ def import_review(
     bid = batch_id or f"{orig}-review-{now:%Y%m%d%H%M%S}"
     if not is_valid_batch_id(bid):
         raise ReviewCliError(f"{bid!r} is not a valid batch id ({BATCH_ID_RE.pattern})", 2)
-    zone = _store(cfg, cfg.landing_root)
+    zone = open_store(cfg, cfg.landing_root)
     if zone.list(f"{bid}/"):
         raise ReviewCliError(f"batch {bid!r} is already in the landing zone; use --batch-id", 2)
     for stem, name in images.items():  # the bytes validated above, not a second read
@@ -369,11 +353,10 @@ def import_review(
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
     """``cv-assets review ...``: refusals are printed as one message each, with an exit status."""
     import sys
 
-    cfg = PlatformConfig.from_env()
     try:
         if args.review_command == "export":
             msg = export_review(cfg, args.batch, args.out, args.top)

@@ -9,7 +9,9 @@ records claim are checked against the files themselves.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,13 @@ from cv_assets.lib.core.store import ArtifactStore, sha256_bytes, sha256_file
 from cv_assets.lib.mobile.release import FORMATS
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.tracking.registry import URI_TAGS, ModelVersion, Registry, RegistryError
-from cv_assets.status import PAGE, open_instance, registry_for
+from cv_assets.read_side import (
+    materializations,
+    metadata_of,
+    open_instance,
+    open_store,
+    registry_for,
+)
 
 # Dagster writes this tag on each materialization, per input, naming the storage id of the
 # upstream materialization the step actually loaded: the same link the UI draws.
@@ -58,25 +66,11 @@ def _mats(
     storage_id: int | None = None,
 ) -> list[Mat]:
     """Materializations of ``asset``, newest first."""
-    flt = dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey(asset),
-        asset_partitions=[partition] if partition is not None else None,
-        before_storage_id=before,
-        storage_ids=[storage_id] if storage_id is not None else None,
-    )
-    out: list[Mat] = []
-    cursor = None
-    while True:
-        res = instance.fetch_materializations(flt, limit=PAGE, cursor=cursor)
-        for rec in res.records:
-            m = rec.asset_materialization
-            if m is None:
-                continue
-            md = {k: v.value for k, v in m.metadata.items()}
-            out.append(Mat(asset, rec.storage_id, rec.run_id, m.partition, md, dict(m.tags or {})))
-        if not res.has_more:
-            return out
-        cursor = res.cursor
+    return [
+        Mat(asset, r.storage_id, r.run_id, m.partition, metadata_of(m), dict(m.tags or {}))
+        for r in materializations(instance, asset, partition, before, storage_id)
+        if (m := r.asset_materialization) is not None
+    ]
 
 
 def _upstream(
@@ -227,12 +221,11 @@ def _mlflow_run(cfg: PlatformConfig, reg: Registry, run_id: str) -> dict[str, An
     }
 
 
-def collect_lineage(cfg: PlatformConfig | None = None, version: str | None = None) -> dict:
+def collect_lineage(cfg: PlatformConfig, version: str | None = None) -> dict:
     """The chain of ``version`` (default: the champion); ``LineageError`` if there is none."""
-    cfg = cfg or PlatformConfig.from_env()
     reg = registry_for(cfg)
     mv = resolve_version(reg, version)
-    store = ArtifactStore(cfg.artifacts_root, cfg.s3_endpoint_url)
+    store = open_store(cfg)
     problems: list[str] = []
     instance = open_instance(cfg)
     try:
@@ -381,3 +374,15 @@ def render_lineage(doc: dict[str, Any]) -> str:
         lines.append("PROBLEMS:")
         lines += [f"  - {p}" for p in doc["problems"]]
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
+    """``cv-assets lineage [VERSION] [--json]``."""
+    try:
+        doc = collect_lineage(cfg, version=args.version)
+    except LineageError as e:
+        print(f"cv-assets lineage: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2, default=str) if args.json else render_lineage(doc))
+    # A hash that no longer matches its record is worth a failing exit code in a script.
+    return 1 if doc["problems"] else 0

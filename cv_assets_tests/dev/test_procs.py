@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from cv_assets.lib.core.procs import stop_group
+from cv_assets.dev.procs import stop_group
 
 pytestmark = pytest.mark.unit
 

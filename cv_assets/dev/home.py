@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cv_assets.lib.core.settings import PlatformConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def prepare_home(cfg: PlatformConfig, dagster_yaml: Path | None = None) -> dict[str, str]:

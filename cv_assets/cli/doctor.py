@@ -6,6 +6,7 @@ FAIL line with what to do about it. A tracking server that does not answer is a 
 seconds, and the other checks still run; URIs are shown with their credentials masked.
 """
 
+import argparse
 import os
 import sys
 import uuid
@@ -16,8 +17,8 @@ from pathlib import Path
 from cv_assets.lib.core import layout
 from cv_assets.lib.core.secrets import mask_secrets_in, mask_uri
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.tracking import runs as tracking
+from cv_assets.read_side import open_store
 
 PINS = {
     "dagster": "1.13.27",
@@ -101,7 +102,7 @@ def check_storage(cfg: PlatformConfig) -> list[Check]:
     for what, root in (("landing zone", cfg.landing_root), ("artifact store", cfg.artifacts_root)):
         shown = mask_uri(root)
         try:
-            store = ArtifactStore(root, cfg.s3_endpoint_url)
+            store = open_store(cfg, root)
             key = f"{layout.DOCTOR_PREFIX}{uuid.uuid4().hex}"
             store.put_bytes(key, b"ok")
             assert store.get_bytes(key) == b"ok"
@@ -137,6 +138,19 @@ def check_tracking(uri: str) -> Check:
     return Check("PASS", "MLflow tracking", f"{shown} (a server accepts connections at {where})")
 
 
-def run_doctor(cfg: PlatformConfig | None = None) -> list[Check]:
-    cfg = cfg or PlatformConfig.from_env()
+def run_doctor(cfg: PlatformConfig) -> list[Check]:
     return check_versions() + check_offline() + check_storage(cfg)
+
+
+def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
+    """``cv-assets doctor``: one line per check; exit 1 when any failed."""
+    checks = run_doctor(cfg)
+    for c in checks:
+        print(f"{c.status:4}  {c.what}: {c.detail}")
+    failed = [c for c in checks if c.status == "FAIL"]
+    print(
+        f"{len(checks) - len(failed)}/{len(checks)} checks passed"
+        if not failed
+        else f"{len(failed)} check(s) failed"
+    )
+    return 1 if failed else 0

@@ -1,0 +1,1 @@
+"""deploy/ checked without a container engine, a cluster or AWS (helpers: configs.py)."""
