@@ -150,7 +150,7 @@ def land_and_tick(instance, cfg: PlatformConfig, root: Path, n: int) -> list[flo
 
     from cv_assets.defs.ingest.partitions import BATCHES
     from cv_assets.defs.ingest.sensors import landing_sensor
-    from cv_assets.lib.ingest.landing import LandingCursor
+    from cv_assets.lib.ingest.tick import LandingCursor
     from cv_assets.resources.environment import platform_resources
 
     landing = Path(cfg.landing_root)

@@ -9,8 +9,9 @@ from cv_assets.defs.ingest.config import IntakeConfig
 from cv_assets.defs.ingest.jobs import intake_job
 from cv_assets.defs.ingest.partitions import BATCHES, batches
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets.lib.ingest.landing import LandingCursor, brief_list, clip, plan_landing_tick
+from cv_assets.lib.ingest.landing import brief_list, clip
 from cv_assets.lib.ingest.raw import load_raw_manifest
+from cv_assets.lib.ingest.tick import LandingCursor, plan_landing_tick
 from cv_assets.resources.storage import ArtifactStoreResource, LandingZoneResource, PlatformSettings
 
 # A refusal record, log line and `cv-assets status` entry never grow with what a producer sent.

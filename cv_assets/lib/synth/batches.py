@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cv_assets.lib.ingest.landing import BATCH_ID_RE  # the landing contract's batch ids
 from cv_assets.lib.synth import scenes
 from cv_assets.lib.synth.scenes import CLASSES, Box, Shift, format_shift, parse_shift, render_scene
 
@@ -68,8 +69,6 @@ FAULT_KINDS: tuple[str, ...] = (
 )
 QUIRK_KINDS: tuple[str, ...] = ("upper_ext", "jpeg_ext", "utf8_bom", "crlf")
 
-BATCH_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""Valid batch ids (``fullmatch``)."""
 
 JPEG_QUALITY = 90
 BOMB_SIDE = 30000

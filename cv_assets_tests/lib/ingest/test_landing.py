@@ -4,14 +4,8 @@ import time
 
 import pytest
 
-from cv_assets.lib.ingest.landing import (
-    BatchRefused,
-    LandingCursor,
-    LandingZone,
-    brief_list,
-    display_name,
-    plan_landing_tick,
-)
+from cv_assets.lib.ingest.landing import BatchRefused, LandingZone, brief_list, display_name
+from cv_assets.lib.ingest.tick import LandingCursor, plan_landing_tick
 from cv_assets.lib.synth.batches import CLASSES, write_batches
 
 pytestmark = pytest.mark.unit

@@ -263,3 +263,22 @@ def test_the_training_dataset_is_a_run_input_whose_digest_is_its_version(home):
     assert profile["classes"] == CLASSES
     assert {(t.key, t.value) for t in inp.tags} == {("mlflow.data.context", "training")}
     assert {k: run.data.tags[k] for k in tags} == tags
+
+
+def test_a_model_logged_before_the_lib_regrouping_still_loads(home, scenes):
+    c, reg, tmp_path = home
+    _, uri, *_ = register(c, reg, tmp_path)
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "old")))
+    # What 0.1.0 wrote: the same files, with the loader under its old module path.
+    mlmodel = local / "MLmodel"
+    text = mlmodel.read_text()
+    assert "loader_module: cv_assets.lib.tracking.mlflow_model" in text
+    mlmodel.write_text(
+        text.replace("cv_assets.lib.tracking.mlflow_model", "cv_assets.lib.mlflow_model")
+    )
+    old = mlflow.pyfunc.load_model(str(local))
+    assert old.metadata.flavors["python_function"]["loader_module"] == "cv_assets.lib.mlflow_model"
+    frame = pd.DataFrame({"image": [str(p) for p in scenes]})
+    expected = mlflow.pyfunc.load_model(uri).predict(frame, params={"conf": 0.5})
+    got = old.predict(frame, params={"conf": 0.5})
+    assert list(got.columns) == COLUMNS and len(got) > 0 and got.equals(expected)
