@@ -10,6 +10,7 @@ from benchmarks import (
     bench_automation,
     bench_drift,
     bench_graphql,
+    bench_import,
     bench_intake,
     bench_metrics,
     bench_mobile,
@@ -20,6 +21,7 @@ from benchmarks.common import README, Result, Skipped, save
 
 DEFAULT = [
     *bench_intake.BENCHMARKS,
+    *bench_import.BENCHMARKS,
     *bench_training.BENCHMARKS,
     *bench_mobile.BENCHMARKS,
     *bench_metrics.BENCHMARKS,

@@ -29,6 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quirk-fraction", type=float, default=0.0)
     s.add_argument("--size", type=int, default=640, help="image side in pixels")
     s.add_argument("--prefix", default="batch")
+    s.add_argument(
+        "--format",
+        default="yolo",
+        choices=["yolo", "ultralytics", "coco", "voc", "cvat", "labelstudio"],
+        help="annotation format of the landing contract (default: yolo); faults and quirks are "
+        "yolo-only",
+    )
+    s.add_argument(
+        "--unlabelled-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of each batch's images landed with no annotation (labels: partial/none)",
+    )
     s.set_defaults(command_module="synth")
 
     st = sub.add_parser("status", help="batches, datasets, models, champion and drift")

@@ -299,8 +299,8 @@ def import_review(
     are refused with exit status 2 before any label is looked at: a correction batch skips
     intake's duplicate check, so it must hold only what the reviewer's folder itself holds.
     """
-    from cv_assets.lib.ingest.intake import CORRECTION_SOURCE_PREFIX
     from cv_assets.lib.ingest.landing import BATCH_ID_RE, MARKER, is_valid_batch_id
+    from cv_assets.lib.ingest.sources import CORRECTION_SOURCE_PREFIX
 
     read = read_review_folder(folder)
     if read.refusals:

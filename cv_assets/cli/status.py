@@ -41,14 +41,21 @@ def batches_section(cfg: PlatformConfig, instance: dg.DagsterInstance) -> dict[s
         "refusals": [{"batch_id": r["batch_id"], "reason": r["reason"]} for r in refused],
         "images_landed": sum(int(m.get("landed", 0)) for m in validated.values()),
         "images_accepted": sum(int(m.get("accepted", 0)) for m in validated.values()),
+        "images_unlabelled": sum(int(m.get("unlabelled", 0)) for m in validated.values()),
         "images_quarantined": sum(int(m.get("quarantined", 0)) for m in validated.values()),
+        "annotations_quarantined": sum(
+            int(m.get("annotations_quarantined", 0)) for m in validated.values()
+        ),
         "per_batch": [
             {
                 "batch_id": b,
                 "landed": m.get("landed"),
                 "accepted": m.get("accepted"),
+                "unlabelled": m.get("unlabelled", 0),
                 "quarantined": m.get("quarantined"),
                 "acceptance_rate": m.get("acceptance_rate"),
+                "format": m.get("format", "yolo"),
+                "labels": m.get("labels", "full"),
             }
             for b, m in sorted(validated.items())
         ],
@@ -219,13 +226,19 @@ def render_status(s: dict[str, Any]) -> str:
     lines = [
         f"cv_assets at {s['home']} (profile {s['profile']})",
         f"batches: {b['landed']} landed, {b['validated']} validated, {b['refused']} refused",
-        f"images:  {b['images_landed']} landed = {b['images_accepted']} accepted "
-        f"+ {b['images_quarantined']} quarantined",
+        f"images:  {b['images_landed']} landed = {b['images_accepted']} labelled "
+        f"+ {b['images_unlabelled']} unlabelled + {b['images_quarantined']} quarantined"
+        + (
+            f" ({b['annotations_quarantined']} annotations quarantined)"
+            if b["annotations_quarantined"]
+            else ""
+        ),
     ]
     for r in b["per_batch"][-10:]:
         lines.append(
-            f"  {r['batch_id']}: {r['accepted']}/{r['landed']} accepted "
-            f"({float(r['acceptance_rate'] or 0):.0%})"
+            f"  {r['batch_id']} ({r['format']}, {r['labels']}): {r['landed']} landed = "
+            f"{r['accepted']} labelled + {r['unlabelled']} unlabelled + {r['quarantined']} "
+            "quarantined"
         )
     lines += [f"  refused {r['batch_id']}: {r['reason']}" for r in b["refusals"]]
     lines.append(

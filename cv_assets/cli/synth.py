@@ -24,10 +24,13 @@ def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
         size=args.size,
         prefix=args.prefix,
         classes=cfg.classes,
+        fmt=args.format,
+        unlabelled_fraction=args.unlabelled_fraction,
     )
+    shown = format_shift(shift, cfg.classes)
     for s in summaries:
         print(
-            f"{s.batch_id}: {s.files_landed} items ({len(s.faults)} faulty, {len(s.quirks)} quirky)"
-            f" shift[{format_shift(shift, cfg.classes)}] -> {s.path}"
+            f"{s.batch_id}: {s.files_landed} items ({len(s.faults)} faulty, {len(s.quirks)} quirky"
+            f", {len(s.unlabelled)} unlabelled) {s.format} shift[{shown}] -> {s.path}"
         )
     return 0

@@ -55,6 +55,7 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             home=str(cfg.home),
             retrain_cooldown_s=cfg.retrain_cooldown_s,
             event_train_json=json.dumps(dict(cfg.event_train)) if cfg.event_train else "",
+            class_aliases=dict(cfg.class_aliases),
         ),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
         "mlflow": MlflowResource(

@@ -5,6 +5,7 @@ from functools import lru_cache
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.ingest.landing import LandingZone
@@ -52,6 +53,8 @@ class PlatformSettings(dg.ConfigurableResource):
     home: str
     retrain_cooldown_s: int = 1800  # at least this long between automatic retrainings
     event_train_json: str = ""  # training settings a drift/degradation/schedule run adds
+    # Other category names of imported annotations -> the platform's class names.
+    class_aliases: dict[str, str] = Field(default_factory=dict)
 
     def event_run_config(self) -> dict[str, Any]:
         extra = json.loads(self.event_train_json) if self.event_train_json else {}

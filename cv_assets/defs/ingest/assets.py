@@ -98,6 +98,8 @@ def intake(
             min_acceptance_rate=config.min_acceptance_rate,
             limits=config.limits(),
             label_limits=config.label_limits(),
+            aliases=settings.class_aliases,
+            max_annotation_bytes=config.max_annotation_bytes,
         )
     except BatchRefused as e:
         raise dg.Failure(description=f"refused: {e}", allow_retries=False) from None
@@ -127,8 +129,11 @@ def intake(
 def _validated_metadata(v: Validation) -> dict[str, Any]:
     """What the UI shows on ``validated_batch``: counts, both tables, the reasons, the hashes."""
     samples, quarantine = v.refs["samples"], v.refs["quarantine"]
+    imported = v.result.annotations
     return (
         dict(v.counts)
+        | {"format": v.validated.get("format", "yolo"), "labels": v.validated.get("labels", "full")}
+        | {k: val for k, val in imported.items() if isinstance(val, int)}
         | parquet_table_metadata(v.tables["samples"])
         | parquet_table_metadata(v.tables["quarantine"], "quarantine")
         | {
@@ -140,6 +145,15 @@ def _validated_metadata(v: Validation) -> dict[str, Any]:
             "samples_sha256": samples.sha256,
             "quarantine_table": dg.MetadataValue.path(quarantine.uri),
             "quarantine_sha256": quarantine.sha256,
+            "unlabelled_table": dg.MetadataValue.path(v.refs["unlabelled"].uri),
+            **(
+                {
+                    "adapter": str(imported["adapter"]),
+                    "annotation_problems": dg.MetadataValue.path(v.refs["annotation_problems"].uri),
+                }
+                if imported
+                else {}
+            ),
             "manifest_sha256": v.validated["manifest_sha256"],
             "images_per_second": v.images_per_second,
         }

@@ -31,6 +31,11 @@ class IntakeConfig(dg.Config):
         description="label files with more boxes (non-blank lines) are quarantined unparsed "
         "(too_many_boxes)",
     )
+    max_annotation_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        description="an annotation file (COCO, VOC, CVAT, Label Studio) larger than this is "
+        "quarantined unread (annotation_too_large)",
+    )
     max_classes: int = Field(
         default=MAX_CLASSES,
         description="a batch.json declaring more classes is refused; landing_sensor applies "

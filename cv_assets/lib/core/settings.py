@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class PlatformConfig:
     event_train: Mapping[str, Any] = field(default_factory=dict)
     sensor_interval_s: int = 15
     training_run_tags: Mapping[str, str] = field(default_factory=dict)
+    # CV_ASSETS_CLASS_ALIASES: other names of the platform's classes in imported annotations.
+    class_aliases: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dagster_home(self) -> Path:
@@ -78,6 +80,7 @@ class PlatformConfig:
         classes = tuple(
             c.strip() for c in e.get("CV_ASSETS_CLASSES", ",".join(DEFAULT_CLASSES)).split(",")
         )
+        classes = tuple(c for c in classes if c)
         return cls(
             profile=profile,
             home=home,
@@ -85,7 +88,8 @@ class PlatformConfig:
             artifacts_root=e.get("CV_ASSETS_ARTIFACTS", artifacts),
             mlflow_tracking_uri=e.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             s3_endpoint_url=e.get("CV_ASSETS_S3_ENDPOINT_URL") or None,
-            classes=tuple(c for c in classes if c),
+            classes=classes,
+            class_aliases=class_aliases(e.get("CV_ASSETS_CLASS_ALIASES", ""), classes),
             mlflow_ui_url=e.get("MLFLOW_UI_URL", "http://127.0.0.1:5000"),
             mlflow_artifact_root=e.get(
                 "MLFLOW_ARTIFACT_ROOT",
@@ -130,3 +134,16 @@ def train_defaults(text: str, var: str = "CV_ASSETS_TRAIN") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{var} must be a JSON object, got {text!r}")
     return value
+
+
+def class_aliases(text: str, classes: Sequence[str]) -> dict[str, str]:
+    """``CV_ASSETS_CLASS_ALIASES``: a JSON object of other names to the platform's class names
+    (``{"car": "vehicle"}``), each target checked against the class list."""
+    value = train_defaults(text, "CV_ASSETS_CLASS_ALIASES")
+    bad = {k: v for k, v in value.items() if not isinstance(v, str) or v not in classes}
+    if bad:
+        raise ValueError(
+            f"CV_ASSETS_CLASS_ALIASES: {json.dumps(bad)[:200]} must map names to the platform's "
+            f"classes ({', '.join(classes)})"
+        )
+    return {str(k): str(v) for k, v in value.items()}

@@ -24,6 +24,7 @@ from cv_assets.lib.core.files import local_file
 from cv_assets.lib.core.report import md_table
 from cv_assets.lib.core.store import ArtifactRef, ArtifactStore
 from cv_assets.lib.dataset.records import TrainingDataset
+from cv_assets.lib.ingest.formats.base import HUMAN, human_verified
 from cv_assets.lib.ingest.records import ValidatedBatch
 
 SPLITS = ("train", "val", "test")
@@ -70,7 +71,15 @@ def build_snapshot(
     )
     all_samples, superseded = _latest_labels(all_samples)
     all_samples = all_samples.sort_values("sha256", ignore_index=True)
-    all_samples["split"] = [stable_split(s) for s in all_samples["sha256"]]
+    # Tables written before provenance existed hold only labels people drew.
+    source = _text_column(all_samples, "label_source").replace("", HUMAN)
+    all_samples["label_source"] = source
+    cols.append("label_source")
+    # Validation and test hold only labels a person made or checked: a model's proposal trains.
+    all_samples["split"] = [
+        stable_split(s) if human_verified(src) else "train"
+        for s, src in zip(all_samples["sha256"], source, strict=True)
+    ]
     body = list(
         zip(all_samples["sha256"], all_samples["label_sha256"], all_samples["split"], strict=True)
     )

@@ -1,7 +1,10 @@
-"""Intake of one landed batch: every file becomes an accepted sample or a quarantine row.
+"""Intake of one landed batch: every item becomes an accepted sample, an unlabelled image of the
+pool, or a quarantine row.
 
-Nothing is dropped: each landed item (an image, a label file with no image, or a stray file) ends
-up in exactly one of the two tables, so ``accepted + quarantined == landed`` always holds. No
+Nothing is dropped: each landed item (an image, a label file with no image, a stray file, an
+annotation file that does not parse) ends up in exactly one of the three tables, so
+``accepted + unlabelled + quarantined == landed`` always holds. Where labels come from (YOLO
+files, or an annotation tool's export) is ``sources.py``'s business. No
 single file can fail the batch: whatever a file's name, size or bytes make the decoder raise
 becomes a quarantine row naming the file and a rule. Only the store's own errors propagate (they
 are transient, and the step retries). Images are streamed one at a time: memory stays flat
@@ -14,9 +17,8 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from cv_assets.lib.ingest.images import (
@@ -28,124 +30,52 @@ from cv_assets.lib.ingest.images import (
     rejection,
     standard_image_bytes,
 )
-from cv_assets.lib.ingest.labels import (
-    LabelFile,
-    LabelLimits,
-    canonical_label_text,
-    label_table,
-    parse_label_file,
-    validate_labels,
+from cv_assets.lib.ingest.labels import LabelLimits, canonical_label_text
+from cv_assets.lib.ingest.landing import Manifest, display_name
+from cv_assets.lib.ingest.sources import (
+    BatchFormat,
+    ImageLabel,
+    Item,
+    LabelPlan,
+    plan_items,
+    plan_labels,
 )
-from cv_assets.lib.ingest.landing import Manifest, ManifestEntry, clip, display_name
-from cv_assets.lib.ingest.names import IMAGE_EXTS, LABEL_EXTS, name_problem
 
 log = logging.getLogger(__name__)
-
-# A batch whose batch.json source starts with this is a reviewed relabelling (cv-assets review
-# import): its images were seen before on purpose, and its labels supersede the earlier ones.
-CORRECTION_SOURCE_PREFIX = "review:"
-
-
-@dataclass
-class Item:
-    """One landed thing that must be accounted for."""
-
-    kind: str  # "sample", "orphan_label" or "stray"
-    stem: str
-    image: ManifestEntry | None = None
-    label: ManifestEntry | None = None
-    note: str = ""
-
-    @property
-    def path(self) -> str:
-        entry = self.image or self.label
-        return entry.path if entry else self.stem
-
-
-def plan_items(manifest: Manifest) -> list[Item]:
-    """Pair images with labels by stem; everything else is an orphan or a stray."""
-    images: dict[str, ManifestEntry] = {}
-    labels: dict[str, ManifestEntry] = {}
-    items: list[Item] = []
-    for e in manifest.entries:
-        p = PurePosixPath(e.path)
-        top = p.parts[0] if len(p.parts) > 1 else ""
-        ext = p.suffix.lower()
-        if len(p.parts) == 2 and top == "images" and ext in IMAGE_EXTS:
-            if p.stem in images:
-                items.append(
-                    Item("stray", p.stem, image=e, note=f"same stem as {images[p.stem].path}")
-                )
-            else:
-                images[p.stem] = e
-        elif len(p.parts) == 2 and top == "labels" and ext in LABEL_EXTS:
-            labels[p.stem] = e
-        else:
-            items.append(Item("stray", p.stem, image=e))
-    for stem, img in images.items():
-        items.append(Item("sample", stem, image=img, label=labels.pop(stem, None)))
-    items.extend(Item("orphan_label", stem, label=lab) for stem, lab in labels.items())
-    return sorted(items, key=lambda i: i.path)
 
 
 @dataclass
 class IngestResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
+    unlabelled: list[dict[str, Any]] = field(default_factory=list)  # the unlabelled pool
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     features: list[dict[str, Any]] = field(default_factory=list)
+    # Annotation-level accounting of an imported batch (empty for YOLO batches).
+    annotation_problems: list[dict[str, Any]] = field(default_factory=list)
+    annotations: dict[str, Any] = field(default_factory=dict)
     landed: int = 0
     seconds: float = 0.0
 
     @property
     def accepted(self) -> int:
+        """Images taken in with labels."""
         return len(self.samples)
 
     @property
     def acceptance_rate(self) -> float:
-        return self.accepted / self.landed if self.landed else 0.0
+        """Share of the landed items taken in, labelled or not (not quarantined)."""
+        return (self.accepted + len(self.unlabelled)) / self.landed if self.landed else 0.0
 
     def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
         return Counter(q["rule"] for q in self.quarantine).most_common(n)
 
     def check_accounted(self) -> None:
-        """Raise unless every landed item is accepted or quarantined, exactly once."""
-        if self.accepted + len(self.quarantine) != self.landed:
+        """Raise unless every landed item is accepted, unlabelled or quarantined, exactly once."""
+        if self.accepted + len(self.unlabelled) + len(self.quarantine) != self.landed:
             raise RuntimeError(
-                f"intake lost track of items: {self.accepted} accepted + {len(self.quarantine)} "
-                f"quarantined != {self.landed} landed"
+                f"intake lost track of items: {self.accepted} accepted + {len(self.unlabelled)} "
+                f"unlabelled + {len(self.quarantine)} quarantined != {self.landed} landed"
             )
-
-
-def _entry_problem(item: Item) -> tuple[str, str] | None:
-    """Problems visible from the manifest alone (names, links, unreadable files, pairing)."""
-    for e in (item.image, item.label):
-        if e is None:
-            continue
-        named = name_problem(e.path)
-        if named:
-            return named
-        if e.kind == "symlink":
-            return "symlink", f"{e.path}: symbolic link; links are never followed"
-        if e.kind == "unreadable":
-            return "unreadable", (
-                f"{e.path}: could not be read when the batch was copied (permissions, or a file "
-                "or folder gone or out of reach); not copied"
-            )
-        if e.kind != "file":
-            return "not_a_regular_file", f"{e.path}: not a regular file ({e.kind})"
-    if item.kind == "stray":
-        why = item.note or "expected images/<stem>.jpg|.jpeg|.png or labels/<stem>.txt"
-        return "unexpected_file", f"{item.path}: unexpected file ({why})"
-    if item.kind == "orphan_label":
-        return "label_without_image", f"{item.path}: label file with no image images/{item.stem}.*"
-    if item.label is None:
-        return "missing_label", f"{item.path}: no label file labels/{item.stem}.txt"
-    return None
-
-
-def is_correction(marker: Mapping[str, Any]) -> bool:
-    """Whether ``batch.json`` declares a batch of corrected labels (``source: review:<batch>``)."""
-    return str(marker.get("source") or "").startswith(CORRECTION_SOURCE_PREFIX)
 
 
 def box_features(
@@ -187,6 +117,9 @@ def ingest_batch(
     limits: ImageLimits,
     link: Callable[[str, str], str] | None = None,
     label_limits: LabelLimits | None = None,
+    pool: Set[str] = frozenset(),
+    aliases: Mapping[str, str] | None = None,
+    max_annotation_bytes: int = 64 * 2**20,
 ) -> IngestResult:
     """Validate, standardise and measure every landed item of a batch.
 
@@ -194,37 +127,28 @@ def ingest_batch(
         read: bytes of a file of the batch, by its path inside the batch.
         write: stores a standardised file under a key (``images/<stem>.jpg``), returns its URI.
         seen: sha256 -> ``batch/path`` of images accepted by earlier batches (duplicate check).
-            In a correction batch (``is_correction``) such an image is accepted as a relabel, and
-            its row names the sample it supersedes.
+            In a correction batch such an image is accepted as a relabel, and its row names the
+            sample it supersedes.
         link: stores a landed file unchanged under a key without re-writing its bytes (used for
             images already in standard form); falls back to ``write``.
         label_limits: a label file over ``max_bytes`` is quarantined unread (``label_too_large``),
             one with more than ``max_boxes`` lines unparsed (``too_many_boxes``).
+        pool: digests among ``seen`` that are in the unlabelled pool: the same image landing with
+            labels labels it (its row names the pool image it supersedes).
+        aliases: other category names of an imported batch -> the platform's class names.
     """
     t0 = time.perf_counter()
     res = IngestResult()
-    label_limits = label_limits or LabelLimits()
-    items = plan_items(manifest)
+    batch = BatchFormat.of(manifest.marker)
+    items = plan_items(manifest, batch.fmt)
+    plan = plan_labels(
+        items, batch, read, classes, label_limits or LabelLimits(), aliases, max_annotation_bytes
+    )
+    items = [it for it in items if it.path not in plan.consumed]
     res.landed = len(items)
-
-    # Problems that need no image decode: names, kinds, pairing, label size and box count.
-    problems: dict[str, tuple[str, str]] = {}
-    label_files: dict[str, LabelFile] = {}
-    for it in items:
-        problem = _entry_problem(it)
-        if problem is None and it.label is not None:
-            problem = _label_problem(it.label, read, label_limits, label_files)
-        if problem is not None:
-            problems[it.path] = problem
-    errors = validate_labels(label_table(label_files.values()), classes)
-    first_error: dict[str, tuple[str, str]] = {}
-    for err in errors:
-        first_error.setdefault(err.file, (err.rule, err.message))
-    extra_errors = Counter(err.file for err in errors)
-
+    _annotation_accounting(res, plan)
     accepted_here: dict[str, str] = {}
-    correction = is_correction(manifest.marker)
-    corrected_at = str(manifest.marker.get("created_at") or "") if correction else ""
+    corrected_at = str(manifest.marker.get("created_at") or "") if batch.correction else ""
 
     def quarantine(item: Item, rule: str, reason: str) -> None:
         res.quarantine.append(
@@ -237,24 +161,17 @@ def ingest_batch(
         )
 
     for it in items:
-        problem = problems.get(it.path)
-        if problem:
+        if problem := plan.problems.get(it.path):
             quarantine(it, *problem)
             continue
-        assert it.image is not None and it.label is not None
-        lf = label_files[it.label.path]
-        if lf.unreadable:
-            quarantine(it, "label_not_utf8", lf.unreadable)
-            continue
-        if it.label.path in first_error:
-            n = extra_errors[it.label.path]
-            more = f" (+{n - 1} more broken lines)" if n > 1 else ""
-            rule, message = first_error[it.label.path]
-            quarantine(it, rule, message + more)
-            continue
+        assert it.image is not None
+        label = plan.labels.get(it.path)
         data = read(it.image.path)
         digest = hashlib.sha256(data).hexdigest() if data else ""
-        owner = accepted_here.get(digest) or (None if correction else seen.get(digest))
+        earlier = seen.get(digest)
+        # An image of the pool that now arrives with labels is labelled, not a duplicate.
+        relabel = batch.correction or (label is not None and digest in pool)
+        owner = accepted_here.get(digest) or (None if relabel else earlier)
         if owner:
             quarantine(it, "duplicate_image", f"{it.image.path}: same content as {owner}")
             continue
@@ -267,52 +184,104 @@ def ingest_batch(
             rej = rejection(it.image.path, e, "standardised")
             quarantine(it, rej.rule, rej.message)
             continue
-        boxes = [r[3:] for r in lf.rows]
+        if label is not None and (mismatch := _size_mismatch(it, label, decoded)):
+            quarantine(it, "annotation_size_mismatch", mismatch)
+            continue
         std_key = f"images/{it.stem}.jpg"
         if std is None and link is not None:
             image_uri = link(it.image.path, std_key)
         else:
             image_uri = write(std_key, std if std is not None else data)
+        accepted_here[digest] = f"{batch_id}/{it.image.path}"
+        image = {
+            "stem": it.stem,
+            "source": it.image.path,
+            "sha256": digest,
+            "image_uri": image_uri,
+            "width": decoded.width,
+            "height": decoded.height,
+            "standardised": not decoded.passthrough,
+        }
+        measured = {"batch_id": batch_id, "stem": it.stem, "sha256": digest}
+        measured |= {"width": float(decoded.width), "height": float(decoded.height)} | stats
+        if label is None:
+            res.unlabelled.append(image | {"why": plan.incomplete.get(it.path, "")})
+            res.features.append(measured | _no_box_features(classes))
+            continue
+        boxes = label.rows
         label_text = canonical_label_text(boxes).encode()
-        if link is not None and label_text == lf.raw:
-            label_uri = link(it.label.path, f"labels/{it.stem}.txt")
+        if link is not None and label.raw is not None and label_text == label.raw:
+            label_uri = link(label.file, f"labels/{it.stem}.txt")
         else:
             label_uri = write(f"labels/{it.stem}.txt", label_text)
-        accepted_here[digest] = f"{batch_id}/{it.image.path}"
         res.samples.append(
-            {
-                "stem": it.stem,
-                "source": it.image.path,
-                "sha256": digest,
-                "image_uri": image_uri,
+            image
+            | {
                 "label_uri": label_uri,
-                "width": decoded.width,
-                "height": decoded.height,
                 "n_boxes": len(boxes),
                 "label_sha256": hashlib.sha256(label_text).hexdigest(),
                 "class_ids": " ".join(str(int(b[0])) for b in boxes),
-                "standardised": not decoded.passthrough,
-                "supersedes": seen.get(digest, "") if correction else "",
+                "supersedes": (earlier or "") if relabel else "",
                 "corrected_at": corrected_at,
+                "label_source": label.source,
+                "label_file": label.file,
+                "converted_boxes": label.converted,
+                "crowd_regions": label.crowd,
             }
         )
-        res.features.append(
-            {"batch_id": batch_id, "stem": it.stem, "sha256": digest}
-            | {"width": float(decoded.width), "height": float(decoded.height)}
-            | stats
-            | box_features(boxes, decoded.width, decoded.height, classes)
-        )
+        res.features.append(measured | box_features(boxes, decoded.width, decoded.height, classes))
     res.seconds = time.perf_counter() - t0
     res.check_accounted()
     log.info(
-        "%s: %d landed, %d accepted, %d quarantined in %.2fs",
+        "%s: %d landed, %d accepted, %d unlabelled, %d quarantined in %.2fs",
         batch_id,
         res.landed,
         res.accepted,
+        len(res.unlabelled),
         len(res.quarantine),
         res.seconds,
     )
     return res
+
+
+def _size_mismatch(item: Item, label: ImageLabel, decoded: DecodedImage) -> str | None:
+    """Why an annotation file's declared size cannot place its boxes on this image, if it can't."""
+    if label.size is None:
+        return None
+    w, h = label.size
+    if abs(w - decoded.width) <= 0.5 and abs(h - decoded.height) <= 0.5:
+        return None
+    return (
+        f"{item.path} is {decoded.width}x{decoded.height} px, but {label.file} declares "
+        f"{w:g}x{h:g}: its boxes cannot be placed on it"
+    )
+
+
+def _no_box_features(classes: Sequence[str]) -> dict[str, float]:
+    """An unlabelled image's box features: unknown (NaN), not zero boxes."""
+    return {k: float("nan") for k in box_features([], 1, 1, classes)}
+
+
+def _annotation_accounting(res: IngestResult, plan: LabelPlan) -> None:
+    imp = plan.imported
+    if imp is None:
+        return
+    res.annotations = {
+        "format": imp.format,
+        "adapter": imp.adapter,
+        "annotation_files": len(plan.consumed),
+        "bad_annotation_files": len(imp.bad_files),
+        "annotations_in": imp.seen,
+        "boxes": imp.boxes,
+        "annotations_quarantined": len(imp.problems),
+        "crowd_regions": imp.crowd,
+        "converted_boxes": imp.converted,
+    }
+    res.annotation_problems = [
+        {"file": p.file, "annotation": p.where, "image": p.image, "rule": p.rule,
+         "reason": p.reason}
+        for p in imp.problems
+    ]  # fmt: skip
 
 
 def _standardise(
@@ -326,40 +295,6 @@ def _standardise(
         return decoded, std, image_stats(decoded.image)
     finally:
         decoded.image.close()
-
-
-def _label_problem(
-    entry: ManifestEntry,
-    read: Callable[[str], bytes],
-    limits: LabelLimits,
-    parsed: dict[str, LabelFile],
-) -> tuple[str, str] | None:
-    """Size and box-count limits of a sample's label file, checked before parsing it.
-
-    A file that passes is parsed into ``parsed`` (by path) for the batch-wide validation.
-    """
-    if entry.size > limits.max_bytes:
-        return "label_too_large", (
-            f"{entry.path}: {entry.size:,} bytes exceeds the label file limit of "
-            f"{limits.max_bytes:,} (max_label_bytes); not parsed"
-        )
-    raw = read(entry.path)
-    if len(raw) > limits.max_bytes:
-        return "label_too_large", (
-            f"{entry.path}: {len(raw):,} bytes exceeds the label file limit of "
-            f"{limits.max_bytes:,} (max_label_bytes); not parsed"
-        )
-    try:
-        lf = parse_label_file(entry.path, raw, limits.max_boxes)
-    except Exception as e:  # parsing is total by design; a surprise is still this file's
-        return "unreadable", f"{entry.path}: cannot be parsed ({type(e).__name__}: {clip(str(e))})"
-    if lf.n_boxes > limits.max_boxes:
-        return "too_many_boxes", (
-            f"{entry.path}: {lf.n_boxes:,} boxes, more than the limit of {limits.max_boxes:,} "
-            "an image (max_boxes_per_image); not parsed"
-        )
-    parsed[entry.path] = lf
-    return None
 
 
 SAMPLE_COLUMNS = [
@@ -376,7 +311,22 @@ SAMPLE_COLUMNS = [
     "standardised",
     "supersedes",  # in a correction batch: an earlier batch/path of the same image
     "corrected_at",  # in a correction batch: its batch.json created_at (newest correction wins)
+    "label_source",  # provenance: human, import:<format>, review (later model:<version>)
+    "label_file",  # the label or annotation file the boxes came from
+    "converted_boxes",  # boxes converted from polygons or rotated boxes
+    "crowd_regions",  # crowd regions excluded (never objects)
 ]
+UNLABELLED_COLUMNS = [
+    "stem",
+    "source",
+    "sha256",
+    "image_uri",
+    "width",
+    "height",
+    "standardised",
+    "why",  # set when the image came with annotations that left an object unboxed
+]
+ANNOTATION_PROBLEM_COLUMNS = ["file", "annotation", "image", "rule", "reason"]
 QUARANTINE_COLUMNS = ["item", "stem", "rule", "reason"]
 
 

@@ -24,6 +24,10 @@ MARKER = "batch.json"
 BATCH_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # The default of IntakeConfig.max_classes: batch.json may not declare more classes than this.
 MAX_CLASSES = 1000
+# Landing contract v2: batch.json's "format" (where the labels are, in which tool's shape) and
+# "labels" (full: every image labelled; partial: some; none: unlabelled frames).
+FORMATS = ("yolo", "ultralytics", "coco", "voc", "cvat", "labelstudio")
+LABELS = ("full", "partial", "none")
 # What a message quotes from untrusted input (names, class lists, file lists) is cut to this.
 QUOTE_CHARS = 200
 QUOTE_ITEMS = 10
@@ -148,6 +152,15 @@ def parse_marker(
             f"{where}: batch_id {clip(repr(marker.get('batch_id')))} does not match the folder "
             f"name {batch_id!r}"
         )
+    fmt, labels = marker.get("format", "yolo"), marker.get("labels", "full")
+    if fmt not in FORMATS:
+        raise BatchRefused(
+            f"{where}: format {clip(json.dumps(fmt))} is not one of {', '.join(FORMATS)}"
+        )
+    if labels not in LABELS:
+        raise BatchRefused(
+            f"{where}: labels {clip(json.dumps(labels))} is not one of {', '.join(LABELS)}"
+        )
     got = marker.get("classes")
     if not isinstance(got, list) or not all(isinstance(c, str) for c in got):
         raise BatchRefused(f"{where}: classes must be a list of names, got {clip(json.dumps(got))}")
@@ -156,7 +169,9 @@ def parse_marker(
             f"{where}: declares {len(got):,} classes, more than the limit of {max_classes:,} "
             f"(max_classes): {brief_list(got)}"
         )
-    if got != list(classes):
+    # Only YOLO files name classes by position; every other format names them, and an adapter
+    # maps each name to the platform's list (so the list in batch.json is informative there).
+    if fmt == "yolo" and got != list(classes):
         raise BatchRefused(
             f"{where}: classes [{brief_list([repr(c) for c in got])}] disagree with the "
             f"platform's class list [{brief_list([repr(c) for c in classes])}]; class ids would "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -133,7 +133,9 @@ class DedupIndex:
         key = layout.dedup_index(batch_id)
         return self._load(key)["first_validated_at"] if self.store.exists(key) else None
 
-    def seen_before(self, batch_id: str) -> dict[str, str]:
+    def seen_before(self, batch_id: str, pool: set[str] | None = None) -> dict[str, str]:
+        """sha256 -> ``batch/path`` of every image taken in before ``batch_id``; ``pool``, when
+        given, receives the digests of those that are in the unlabelled pool."""
         mine = self.first_validated_at(batch_id)
         seen: dict[str, str] = {}
         keys = [
@@ -147,16 +149,33 @@ class DedupIndex:
         if self.store.local_path(layout.DEDUP_PREFIX.rstrip("/")) is not None or READ_WORKERS == 1:
             loaded = [self._load(k) for k in keys]
         else:
-            with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-                loaded = list(pool.map(self._load, keys))
+            with ThreadPoolExecutor(max_workers=READ_WORKERS) as workers:
+                loaded = list(workers.map(self._load, keys))
         for d in loaded:
             if mine is not None and d["first_validated_at"] >= mine:
                 continue
             for digest, path in d["images"].items():
                 seen.setdefault(digest, f"{d['batch_id']}/{path}")
+            if pool is not None:
+                pool.update(d.get("unlabelled", ()))
+        if pool is not None:  # labelled since, by a later batch: no longer in the pool
+            labelled = {g for d in loaded for g in d.get("labelled_pool", ())}
+            pool.difference_update(labelled)
         return seen
 
-    def record(self, batch_id: str, images: dict[str, str]) -> None:
+    def record(
+        self,
+        batch_id: str,
+        images: dict[str, str],
+        unlabelled: Iterable[str] = (),
+        labelled_pool: Iterable[str] = (),
+    ) -> None:
+        """``images``: sha256 -> path of every image the batch took in; ``unlabelled``: those of
+        them in the pool; ``labelled_pool``: pool images of earlier batches it labelled."""
         first = self.first_validated_at(batch_id) or datetime.now(UTC).isoformat()
-        body = {"batch_id": batch_id, "first_validated_at": first, "images": images}
+        body: dict[str, Any] = {"batch_id": batch_id, "first_validated_at": first, "images": images}
+        if unlabelled := sorted(unlabelled):
+            body["unlabelled"] = unlabelled
+        if labelled_pool := sorted(labelled_pool):
+            body["labelled_pool"] = labelled_pool
         self.store.put_bytes(layout.dedup_index(batch_id), json.dumps(body).encode())

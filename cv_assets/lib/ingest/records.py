@@ -34,12 +34,19 @@ class ValidatedBatch(TypedDict):
     # Absent from records written before the acceptance check existed: they count as accepted.
     acceptance_ok: NotRequired[bool]
     landed: int
-    accepted: int
+    accepted: int  # images taken in with labels
     quarantined: int
+    # Contract v2; absent from records written before it (yolo, full, nothing unlabelled).
+    format: NotRequired[str]
+    labels: NotRequired[str]  # full, partial or none
+    unlabelled: NotRequired[int]  # images taken into the unlabelled pool
+    unlabelled_table: NotRequired[StoredFile]
+    annotations: NotRequired[dict[str, int | str]]  # an imported batch's annotation accounting
+    annotation_problems: NotRequired[StoredFile]
 
 
 class BatchFeatures(TypedDict):
-    """``batch_features``: one row of image statistics per accepted image."""
+    """``batch_features``: one row of image statistics per image taken in (labelled or not)."""
 
     batch_id: str
     features: StoredFile

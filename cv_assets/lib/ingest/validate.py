@@ -8,7 +8,7 @@ what it returns into Dagster metadata.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cv_assets.lib.core import layout
@@ -16,8 +16,10 @@ from cv_assets.lib.core.report import md_table
 from cv_assets.lib.core.store import ArtifactRef, ArtifactStore
 from cv_assets.lib.ingest.images import ImageLimits
 from cv_assets.lib.ingest.intake import (
+    ANNOTATION_PROBLEM_COLUMNS,
     QUARANTINE_COLUMNS,
     SAMPLE_COLUMNS,
+    UNLABELLED_COLUMNS,
     IngestResult,
     ingest_batch,
     table_bytes,
@@ -26,6 +28,7 @@ from cv_assets.lib.ingest.labels import LabelLimits
 from cv_assets.lib.ingest.landing import BatchRefused, Manifest, clip
 from cv_assets.lib.ingest.raw import DedupIndex
 from cv_assets.lib.ingest.records import BatchFeatures, RawBatch, ValidatedBatch
+from cv_assets.lib.ingest.sources import BatchFormat
 
 
 class ItemsLost(RuntimeError):
@@ -39,8 +42,8 @@ class Validation:
     result: IngestResult
     validated: ValidatedBatch
     features: BatchFeatures
-    counts: dict[str, int]  # landed, accepted, quarantined
-    tables: dict[str, bytes]  # the Parquet bytes: samples, quarantine, features
+    counts: dict[str, int]  # landed, accepted, unlabelled, quarantined
+    tables: dict[str, bytes]  # the Parquet bytes: samples, unlabelled, quarantine, features...
     refs: dict[str, ArtifactRef]  # where each table went, by the same names
     reasons_md: str  # the most frequent quarantine rules
     preview_md: str  # the first quarantined files and why
@@ -60,11 +63,13 @@ def validate_batch(
     min_acceptance_rate: float,
     limits: ImageLimits,
     label_limits: LabelLimits,
+    aliases: Mapping[str, str] | None = None,
+    max_annotation_bytes: int = 64 * 2**20,
 ) -> Validation:
     """Ingest the raw copy of ``raw``'s batch and write its three tables.
 
     Raises ``BatchRefused`` when ``batch.json`` declares more than ``max_classes`` classes, and
-    ``ItemsLost`` when the accounting ``accepted + quarantined == landed`` fails.
+    ``ItemsLost`` when the accounting ``accepted + unlabelled + quarantined == landed`` fails.
     """
     bid = raw["batch_id"]
     manifest = Manifest.from_dict(json.loads(store.get_bytes(store.key_of(raw["manifest_uri"]))))
@@ -75,34 +80,48 @@ def validate_batch(
             f"max_classes = {max_classes:,}"
         )
     files_key, out_key = raw["files_key"], layout.standardised(bid)
-    dedup = DedupIndex(store)
+    dedup, pool = DedupIndex(store), set[str]()
+    seen = dedup.seen_before(bid, pool)
     res = ingest_batch(
         bid,
         manifest,
         read=lambda rel: store.get_bytes(f"{files_key}/{rel}"),
         write=lambda key, data: store.put_bytes(f"{out_key}/{key}", data).uri,
         link=lambda rel, key: store.copy(f"{files_key}/{rel}", f"{out_key}/{key}"),
-        seen=dedup.seen_before(bid),
+        seen=seen,
         classes=classes,
         limits=limits,
         label_limits=label_limits,
+        pool=pool,
+        aliases=aliases,
+        max_annotation_bytes=max_annotation_bytes,
     )
-    counts = {"landed": res.landed, "accepted": res.accepted, "quarantined": len(res.quarantine)}
-    if counts["accepted"] + counts["quarantined"] != counts["landed"]:
+    counts = {
+        "landed": res.landed,
+        "accepted": res.accepted,
+        "unlabelled": len(res.unlabelled),
+        "quarantined": len(res.quarantine),
+    }
+    if counts["accepted"] + counts["unlabelled"] + counts["quarantined"] != counts["landed"]:
         raise ItemsLost(f"intake lost track of items: {counts}")
-    dedup.record(bid, {s["sha256"]: s["source"] for s in res.samples})
+    dedup.record(
+        bid,
+        {s["sha256"]: s["source"] for s in res.samples + res.unlabelled},
+        unlabelled=[u["sha256"] for u in res.unlabelled],
+        labelled_pool=[s["sha256"] for s in res.samples if s["sha256"] in pool],
+    )
     tables = {
         "samples": table_bytes(res.samples, SAMPLE_COLUMNS),
+        "unlabelled": table_bytes(res.unlabelled, UNLABELLED_COLUMNS),
         "quarantine": table_bytes(res.quarantine, QUARANTINE_COLUMNS),
+        "annotation_problems": table_bytes(res.annotation_problems, ANNOTATION_PROBLEM_COLUMNS),
         "features": table_bytes(res.features),
     }
     refs = {
-        "samples": store.put_bytes(layout.validated_table(bid, "samples"), tables["samples"]),
-        "quarantine": store.put_bytes(
-            layout.validated_table(bid, "quarantine"), tables["quarantine"]
-        ),
-        "features": store.put_bytes(f"features/{bid}/features.parquet", tables["features"]),
-    }
+        name: store.put_bytes(layout.validated_table(bid, name), tables[name])
+        for name in ("samples", "unlabelled", "quarantine", "annotation_problems")
+    } | {"features": store.put_bytes(f"features/{bid}/features.parquet", tables["features"])}
+    batch = BatchFormat.of(manifest.marker)
     validated: ValidatedBatch = {
         "batch_id": bid,
         "manifest_sha256": raw["manifest_sha256"],
@@ -114,7 +133,14 @@ def validate_batch(
         "landed": counts["landed"],
         "accepted": counts["accepted"],
         "quarantined": counts["quarantined"],
+        "format": batch.fmt,
+        "labels": batch.labels,
+        "unlabelled": counts["unlabelled"],
+        "unlabelled_table": refs["unlabelled"].as_dict(),
+        "annotation_problems": refs["annotation_problems"].as_dict(),
     }
+    if res.annotations:
+        validated["annotations"] = res.annotations
     features: BatchFeatures = {
         "batch_id": bid,
         "features": refs["features"].as_dict(),

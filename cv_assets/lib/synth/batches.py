@@ -8,6 +8,9 @@ This module owns the *landing* side of the generator: it lands the scenes that
         labels/<stem>.txt     YOLO "class cx cy w h", normalised, "%d %.6f %.6f %.6f %.6f", LF
         batch.json            written last, atomically (temp file in the batch dir + os.replace)
 
+or, with ``fmt``, the annotations in another format of the contract (v2), written by
+``cv_assets.lib.synth.formats``; ``unlabelled_fraction`` leaves images without any annotation.
+
 It can also plant known faults (``FAULT_KINDS``: broken images, broken label lines, missing or
 orphan files, duplicates, unportable names, symlinks) and quirks (``QUIRK_KINDS``: valid variants
 a platform must accept), and reports exactly which files carry them, so that validation code can
@@ -37,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from cv_assets.lib.ingest.landing import BATCH_ID_RE  # the landing contract's batch ids
-from cv_assets.lib.synth import scenes
+from cv_assets.lib.synth import formats, scenes
 from cv_assets.lib.synth.scenes import CLASSES, Box, Shift, format_shift, parse_shift, render_scene
 
 # fmt: off
@@ -100,6 +103,9 @@ class BatchSummary:
     ``faults`` and ``quirks`` map a path relative to the batch dir to its kind. ``files_landed``
     counts items: every image file (with or without a label) plus every label file without an
     image. Each sample slot lands exactly one item, so it equals ``images_per_batch``.
+    ``format`` and ``labels`` are batch.json's; ``unlabelled`` lists the images that no annotation
+    names (``images/<name>``), and ``truth`` holds the generator's boxes of every other image that
+    carries no fault, by image path: what a correct import must give back.
     """
 
     batch_id: str
@@ -108,6 +114,10 @@ class BatchSummary:
     faults: dict[str, str] = field(default_factory=dict)
     quirks: dict[str, str] = field(default_factory=dict)
     files_landed: int = 0
+    format: str = "yolo"
+    labels: str = "full"
+    unlabelled: list[str] = field(default_factory=list)
+    truth: dict[str, list[Box]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,16 +200,22 @@ class _Plan:
     faults: dict[int, str]
     quirks: dict[int, str]
     original: int | None  # the good sample that duplicate_image copies
+    unlabelled: frozenset[int]
 
 
-def _plan(seed: int, batch_index: int, n: int, n_faults: int, n_quirks: int) -> _Plan:
+def _plan(
+    seed: int, batch_index: int, n: int, n_faults: int, n_quirks: int, n_unlabelled: int
+) -> _Plan:
     order = [
         int(i) for i in np.random.default_rng([seed, batch_index, _PLAN_STREAM]).permutation(n)
     ]
     faults = {order[j]: FAULT_KINDS[j % len(FAULT_KINDS)] for j in range(n_faults)}
     quirks = {order[n_faults + j]: QUIRK_KINDS[j % len(QUIRK_KINDS)] for j in range(n_quirks)}
     original = order[n_faults + n_quirks] if "duplicate_image" in faults.values() else None
-    return _Plan(faults=faults, quirks=quirks, original=original)
+    # From the far end of the same permutation: disjoint from the above, and faults and quirks
+    # land exactly as they did before unlabelled images existed.
+    unlabelled = frozenset(order[n - n_unlabelled :])
+    return _Plan(faults=faults, quirks=quirks, original=original, unlabelled=unlabelled)
 
 
 def _write_batch(
@@ -213,14 +229,19 @@ def _write_batch(
     n_quirks: int,
     size: int,
     classes: Sequence[str],
+    fmt: str,
+    n_unlabelled: int,
 ) -> BatchSummary:
     batch_id = batch_dir.name
     images_dir = batch_dir / "images"
     labels_dir = batch_dir / "labels"
     images_dir.mkdir()
-    labels_dir.mkdir()
-    plan = _plan(seed, batch_index, images_per_batch, n_faults, n_quirks)
-    summary = BatchSummary(batch_id=batch_id, path=batch_dir, samples=0)
+    if fmt == "yolo":
+        labels_dir.mkdir()
+    plan = _plan(seed, batch_index, images_per_batch, n_faults, n_quirks, n_unlabelled)
+    labels = formats.labels_kind(n_unlabelled, images_per_batch)
+    summary = BatchSummary(batch_id, batch_dir, samples=0, format=fmt, labels=labels)
+    annotated: list[formats.Sample] = []  # for a format other than yolo
     fault_seen: dict[str, int] = {}
     originals: dict[int, tuple[bytes, list[Box]]] = {}
 
@@ -249,6 +270,18 @@ def _write_batch(
         image_name, label_name = f"{stem}.jpg", f"{stem}.txt"
         image_bytes: bytes | None = jpeg
         label_bytes: bytes | None = _label_text(lines).encode("utf-8")
+        if i in plan.unlabelled:
+            label_bytes = None
+            summary.unlabelled.append(f"images/{image_name}")
+        elif kind is None:
+            summary.truth[f"images/{_image_name(stem, quirk)}"] = boxes
+        if fmt != "yolo":  # faults and quirks are yolo-only: this image is plain
+            (images_dir / image_name).write_bytes(jpeg)
+            truth = None if label_bytes is None else tuple(boxes)
+            annotated.append(formats.Sample(image_name, size, size, truth))
+            summary.files_landed += 1
+            summary.samples += label_bytes is not None
+            continue
 
         if kind is not None:
             variant = (batch_index + fault_seen.get(kind, 0)) % 2
@@ -288,11 +321,8 @@ def _write_batch(
             key = f"labels/{label_name}" if key_is_label else f"images/{image_name}"
             summary.faults[key] = kind
         elif quirk is not None:
-            if quirk == "upper_ext":
-                image_name = f"{stem}.JPG"
-                summary.quirks[f"images/{image_name}"] = quirk
-            elif quirk == "jpeg_ext":
-                image_name = f"{stem}.jpeg"
+            if quirk in ("upper_ext", "jpeg_ext"):
+                image_name = _image_name(stem, quirk)
                 summary.quirks[f"images/{image_name}"] = quirk
             elif quirk == "utf8_bom":
                 label_bytes = b"\xef\xbb\xbf" + _label_text(lines).encode("utf-8")
@@ -311,16 +341,25 @@ def _write_batch(
         if has_image and label_bytes is not None:
             summary.samples += 1
 
+    if fmt != "yolo":
+        formats.write_annotations(fmt, batch_dir, annotated, classes)
     _atomic_write_json(
         batch_dir / "batch.json",
         {
             "batch_id": batch_id,
+            "format": fmt,
+            "labels": labels,
             "classes": list(classes),
             "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "source": f"cv-assets synth seed={seed} shift={format_shift(shift, classes)}",
         },
     )
     return summary
+
+
+def _image_name(stem: str, quirk: str | None) -> str:
+    """A good image's file name: ``<stem>.jpg``, unless an extension quirk renames it."""
+    return {"upper_ext": f"{stem}.JPG", "jpeg_ext": f"{stem}.jpeg"}.get(quirk or "", f"{stem}.jpg")
 
 
 def write_batches(
@@ -334,6 +373,8 @@ def write_batches(
     prefix: str = "batch",
     classes: Sequence[str] = CLASSES,
     quirk_fraction: float = 0.0,
+    fmt: str = "yolo",
+    unlabelled_fraction: float = 0.0,
 ) -> list[BatchSummary]:
     """Land ``batches`` new batches of ``images_per_batch`` samples under ``landing``.
 
@@ -346,6 +387,11 @@ def write_batches(
     from each other and from the good sample that ``duplicate_image`` copies (``ValueError`` if
     they cannot be). ``symlink`` faults point at real files under ``landing/.synth_targets/``.
     ``batch.json`` is written last and atomically.
+
+    ``fmt`` (one of ``formats.FORMATS``) chooses how annotations are written; faults and quirks
+    are yolo-only. ``round(unlabelled_fraction * images_per_batch)`` other images, chosen from the
+    seed, get no annotation at all, and batch.json's ``labels`` says ``full``, ``partial`` or
+    ``none``. In a ``partial`` batch a ``missing_label`` fault reads as one more unlabelled image.
     """
     if batches < 0:
         raise ValueError(f"batches must be >= 0, got {batches}")
@@ -358,6 +404,7 @@ def write_batches(
     for name, fraction in (
         ("corrupt_fraction", corrupt_fraction),
         ("quirk_fraction", quirk_fraction),
+        ("unlabelled_fraction", unlabelled_fraction),
     ):
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {fraction}")
@@ -370,13 +417,22 @@ def write_batches(
         raise ValueError(
             f"prefix {prefix!r} does not make a valid batch id ({BATCH_ID_RE.pattern})"
         )
+    if fmt not in formats.FORMATS:
+        raise ValueError(f"format must be one of {', '.join(formats.FORMATS)}, got {fmt!r}")
     n_faults = round(corrupt_fraction * images_per_batch)
     n_quirks = round(quirk_fraction * images_per_batch)
+    if fmt != "yolo" and (corrupt_fraction or quirk_fraction):
+        raise ValueError(
+            f"corrupt_fraction and quirk_fraction plant YOLO-txt faults and quirks, so they need "
+            f"format 'yolo', not {fmt!r}; write the {fmt} batch without them"
+        )
+    n_unlabelled = round(unlabelled_fraction * images_per_batch)
     needs_original = 1 if n_faults > FAULT_KINDS.index("duplicate_image") else 0
-    if n_faults + n_quirks + needs_original > images_per_batch:
+    if n_faults + n_quirks + needs_original + n_unlabelled > images_per_batch:
         raise ValueError(
             f"{n_faults} faults + {n_quirks} quirks"
             + (" + 1 original for duplicate_image" if needs_original else "")
+            + (f" + {n_unlabelled} unlabelled" if n_unlabelled else "")
             + f" do not fit in {images_per_batch} images per batch; lower the fractions"
         )
 
@@ -404,6 +460,8 @@ def write_batches(
             n_quirks,
             size,
             classes,
+            fmt,
+            n_unlabelled,
         )
         logger.info(
             "landed synthetic batch %s: %d items, %d samples, %d faults, %d quirks",
