@@ -9,9 +9,9 @@ import pytest
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.ingest.images import ImageLimits
 from cv_assets.lib.ingest.intake import ingest_batch
-from cv_assets.lib.ingest.sources import plan_items
 from cv_assets.lib.ingest.landing import LandingZone, Manifest, ManifestEntry
 from cv_assets.lib.ingest.raw import DedupIndex, copy_raw_batch, load_raw_manifest
+from cv_assets.lib.ingest.sources import plan_items
 from cv_assets.lib.synth.batches import CLASSES, FAULT_KINDS, write_batches
 from cv_assets_tests.support.landing import EXPECTED_RULE
 
