@@ -183,8 +183,13 @@ def main() -> int:
     port = env.get("UI_PORT", "3000")
     seed = int(time.time()) % 100_000  # each demo run lands new, different batches
     print(f"== cv_assets demo in {cfg.home}")
-    _synth(env, seed, BATCHES - 1)
+    _synth(env, seed, BATCHES - 2)
+    # One batch as an annotation tool exports it (COCO, class ids in its own order), one with
+    # faults to quarantine, and unlabelled frames from the field for the unlabelled pool.
+    _synth(env, seed, 1, "--format", "coco")
     _synth(env, seed + 1, 1, "--corrupt-fraction", "0.2", "--quirk-fraction", "0.1")
+    _synth(env, seed + 3, 1, "--unlabelled-fraction", "1", "--images-per-batch", "32",
+           "--prefix", "field")  # fmt: skip
     print(f"== landed {len(_complete(Path(cfg.landing_root)))} batches")
     proc = _start(cfg, env, port)
     t0 = time.monotonic()

@@ -231,3 +231,32 @@ def test_a_wrong_declared_size_quarantines_the_image_and_a_broken_box_sends_it_t
     assert "bad_box" in why and "not trained on" in why
     problems = _table(store, v.validated.get("annotation_problems"))
     assert list(problems["rule"]) == ["bad_box"] and "annotation id" in problems["reason"][0]
+
+
+def test_batch_json_format_and_labels_are_checked_and_only_yolo_ids_need_the_class_order():
+    from cv_assets.lib.ingest.landing import BatchRefused, parse_marker
+
+    def marker(**fields) -> bytes:
+        return json.dumps({"batch_id": "b", "classes": list(CLASSES)} | fields).encode()
+
+    with pytest.raises(BatchRefused, match=r"format \"pascal\" is not one of yolo, ultralytics"):
+        parse_marker("b", marker(format="pascal"), CLASSES)
+    with pytest.raises(BatchRefused, match=r"labels \"some\" is not one of full, partial, none"):
+        parse_marker("b", marker(labels="some"), CLASSES)
+    reordered = list(reversed(CLASSES))
+    with pytest.raises(BatchRefused, match="disagree with the platform's class list"):
+        parse_marker("b", marker(classes=reordered), CLASSES)
+    # A COCO batch names its classes: another order (or more classes) is the adapter's business.
+    assert parse_marker("b", marker(classes=reordered, format="coco"), CLASSES)["format"] == "coco"
+
+
+def test_a_polygon_line_among_boxes_in_a_yolo_file_quarantines_it_naming_the_line(tmp_path):
+    (b,) = write_batches(tmp_path / "landing", 1, 2, seed=5, size=64)
+    label = b.path / "labels" / "batch-0000_00000.txt"
+    lines = label.read_text().splitlines()
+    label.write_text("\n".join([lines[0], "1 0.1 0.1 0.3 0.1 0.2 0.4", *lines[1:]]) + "\n")
+    v = _validate(tmp_path, b.batch_id)
+    assert v.counts == {"landed": 2, "accepted": 1, "unlabelled": 0, "quarantined": 1}
+    (q,) = v.result.quarantine
+    assert q["rule"] == "wrong_columns"
+    assert q["reason"].startswith("labels/batch-0000_00000.txt:2: expected 5 columns")

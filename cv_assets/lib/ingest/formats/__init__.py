@@ -10,7 +10,7 @@ stay the one gate.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import PurePosixPath
+from fnmatch import fnmatchcase
 
 from cv_assets.lib.ingest.formats.base import (
     AnnotationFileError,
@@ -40,16 +40,18 @@ IMAGE_GLOBS: dict[str, tuple[str, ...]] = {
 DEFAULT_IMAGE_GLOBS = ("images/*",)
 
 
+def _matches(path: str, globs: Sequence[str]) -> bool:
+    # fnmatch's * also crosses "/", so the depth is checked apart: images/* is not images/a/b.
+    depth = path.count("/")
+    return any(depth == g.count("/") and fnmatchcase(path, g) for g in globs)
+
+
 def is_annotation_file(fmt: str, path: str) -> bool:
-    p = PurePosixPath(path)
-    return any(p.match(g) and len(p.parts) == len(PurePosixPath(g).parts)
-               for g in ANNOTATION_GLOBS[fmt])  # fmt: skip
+    return _matches(path, ANNOTATION_GLOBS[fmt])
 
 
 def is_image_place(fmt: str, path: str) -> bool:
-    p = PurePosixPath(path)
-    globs = IMAGE_GLOBS.get(fmt, DEFAULT_IMAGE_GLOBS)
-    return any(p.match(g) and len(p.parts) == len(PurePosixPath(g).parts) for g in globs)
+    return _matches(path, IMAGE_GLOBS.get(fmt, DEFAULT_IMAGE_GLOBS))
 
 
 def _parsers() -> dict[str, Callable[..., ParsedFile]]:
