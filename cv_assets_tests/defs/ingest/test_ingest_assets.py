@@ -197,3 +197,30 @@ def test_label_limits_and_max_classes_are_set_in_the_launchpad(cfg, instance):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "declares 3 classes, more than max_classes = 2" in str(failure.event_specific_data)
+
+
+def test_an_imported_partly_labelled_batch_shows_its_counts_in_the_ui_and_in_status(cfg, instance):
+    from cv_assets.cli.status import collect_status, render_status
+    from cv_assets_tests.support.jobs import ingest
+
+    (coco,) = ingest(cfg, instance, images=10, seed=3, fmt="coco", unlabelled_fraction=0.3)
+    (frames,) = ingest(cfg, instance, images=4, seed=4, prefix="field", unlabelled_fraction=1.0)
+    rec = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("validated_batch"), asset_partitions=[coco]),
+        limit=1,
+    ).records[0]
+    assert rec.asset_materialization is not None
+    meta = metadata_of(rec.asset_materialization)
+    assert (meta["landed"], meta["accepted"], meta["unlabelled"], meta["quarantined"]) == (
+        10, 7, 3, 0,
+    )  # fmt: skip
+    assert meta["format"] == "coco" and meta["labels"] == "partial"
+    assert meta["annotations_in"] == meta["boxes"] > 0 and meta["annotations_quarantined"] == 0
+    assert str(meta["adapter"]).startswith("cv_assets.coco/")
+    batches = collect_status(cfg)["batches"]
+    assert batches["images_landed"] == 14
+    assert (batches["images_accepted"], batches["images_unlabelled"]) == (7, 7)
+    assert batches["images_quarantined"] == 0
+    shown = render_status(collect_status(cfg))
+    assert "14 landed = 7 labelled + 7 unlabelled + 0 quarantined" in shown
+    assert f"{frames} (yolo, none): 4 landed = 0 labelled + 4 unlabelled" in shown
