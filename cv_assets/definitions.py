@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from cv_assets.defs.annotation import definitions as annotation
 from cv_assets.defs.automation import definitions as automation
 from cv_assets.defs.dataset import definitions as dataset
 from cv_assets.defs.ingest import definitions as ingest
@@ -32,7 +33,10 @@ def build_defs(cfg: PlatformConfig) -> dg.Definitions:
             category=dg.PreviewWarning,
         )
         merged = dg.Definitions.merge(
-            *(group.build(cfg) for group in (ingest, dataset, training, mobile, monitoring)),
+            *(
+                group.build(cfg)
+                for group in (ingest, dataset, training, mobile, monitoring, annotation)
+            ),
             automation.build(cfg),
             # One process per run, not per step: on a 2-core machine, starting a Python process
             # that imports torch for every step costs more than any parallelism between steps

@@ -7,6 +7,7 @@ import io
 import dagster as dg
 import pyarrow.parquet as pq
 
+from cv_assets.lib.annotation.records import PreAnnotations
 from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.ingest.records import BatchFeatures, RawBatch, ValidatedBatch
 from cv_assets.lib.mobile.records import MobileModel
@@ -42,6 +43,7 @@ for _record in (
     ModelEvaluation,
     MobileModel,
     ChampionModel,
+    PreAnnotations,
 ):
     _record_type(_record)
 

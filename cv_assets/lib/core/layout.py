@@ -106,3 +106,8 @@ def performance_record(batch_id: str, champion_version: str | int) -> str:
 def review_prefix(batch_id: str, champion_version: str | int) -> str:
     """A batch's review queue (``queue.parquet``) and its crops (``crops/``)."""
     return f"review/{batch_id}/v{champion_version}"
+
+
+def proposals_prefix(batch_id: str, champion_version: str | int) -> str:
+    """The champion's proposals for a batch's unlabelled pool (``boxes``, ``images`` tables)."""
+    return f"proposals/{batch_id}/v{champion_version}"
