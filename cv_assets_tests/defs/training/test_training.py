@@ -255,7 +255,9 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
 
 def test_worse_challenger_is_never_promoted_and_a_better_one_is(cfg, instance):
     ingested = ingest(cfg, instance, batches=2, images=100, size=128)
-    base = {"imgsz": 96, "batch": 16}
+    # A short schedule that learns on 200 small images: the gate's scenario, not the product's
+    # recipe (whose one warmup epoch and higher learning rate are tuned for 21 epochs at 224 px).
+    base = {"imgsz": 96, "batch": 16, "lr0": 0.0015, "warmup_epochs": 3.0, "scale": 0.5}
     first = train(cfg, instance, base | {"epochs": 10})
     champ = materialized(first, "champion_model")
     assert champ is not None and champ["version"] == "1"
