@@ -20,9 +20,11 @@ the size limit) raises ``AnnotationFileError``: intake quarantines the file and 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cv_assets.lib.ingest.landing import clip, display_name
 
@@ -55,6 +57,21 @@ class AnnotationFileError(ValueError):
         super().__init__(reason)
         self.rule = rule
         self.reason = reason
+
+
+def load_json(path: str, raw: bytes, shape: type, what: str) -> Any:
+    """A JSON annotation file whose top level must be ``shape`` (``dict`` or ``list``)."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise AnnotationFileError(
+            "bad_annotation_file", f"{path}: not valid JSON ({clip(str(e))})"
+        ) from None
+    if not isinstance(doc, shape):
+        raise AnnotationFileError(
+            "bad_annotation_file", f"{path}: {what}; this one is a {type(doc).__name__}"
+        )
+    return doc
 
 
 @dataclass(frozen=True)

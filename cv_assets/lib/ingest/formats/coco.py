@@ -36,6 +36,7 @@ from cv_assets.lib.ingest.formats.base import (
     ParsedFile,
     RawAnnotation,
     RawImage,
+    load_json,
 )
 from cv_assets.lib.ingest.landing import clip, display_name
 
@@ -55,19 +56,8 @@ def parse(path: str, raw: bytes) -> ParsedFile:
 
 
 def _load(path: str, raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise AnnotationFileError(
-            "bad_annotation_file", f"{path}: not valid JSON ({clip(str(e))})"
-        ) from None
-    if not isinstance(doc, dict):
-        raise AnnotationFileError(
-            "bad_annotation_file",
-            f"{path}: a COCO file is a JSON object with images, annotations and categories; "
-            f"this one is a {type(doc).__name__}",
-        )
-    return doc
+    what = "a COCO file is a JSON object with images, annotations and categories"
+    return load_json(path, raw, dict, what)
 
 
 def _table(path: str, doc: Mapping[str, Any], key: str, required: bool) -> list[Any]:

@@ -43,11 +43,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cv_assets.lib.ingest.formats.base import (
-    AnnotationFileError,
     AnnotationProblem,
     ParsedFile,
     RawAnnotation,
     RawImage,
+    load_json,
 )
 from cv_assets.lib.ingest.landing import clip, display_name
 
@@ -75,19 +75,7 @@ def parse(path: str, raw: bytes) -> ParsedFile:
 
 
 def _load(path: str, raw: bytes) -> list[Any]:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise AnnotationFileError(
-            "bad_annotation_file", f"{path}: not valid JSON ({clip(str(e))})"
-        ) from None
-    if not isinstance(doc, list):
-        raise AnnotationFileError(
-            "bad_annotation_file",
-            f"{path}: a Label Studio JSON export is a list of tasks; this one is a "
-            f"{type(doc).__name__}",
-        )
-    return doc
+    return load_json(path, raw, list, "a Label Studio JSON export is a list of tasks")
 
 
 def _task(
