@@ -5,32 +5,16 @@ from typing import Any
 
 import pytest
 
-from cv_assets.lib.ingest.formats import import_batch
 from cv_assets.lib.ingest.formats.base import Imported
+from cv_assets_tests.support.imports import import_files
 
 pytestmark = pytest.mark.unit
 CLASSES = ["square", "circle", "triangle"]
 FILE = "annotations/instances.json"
 
 
-def run(
-    files: dict[str, bytes],
-    images: list[str],
-    classes: list[str] = CLASSES,
-    aliases: dict[str, str] | None = None,
-    max_bytes: int = 64 * 2**20,
-) -> Imported:
-    out = import_batch(
-        "coco",
-        [(p, len(b)) for p, b in files.items()],
-        files.__getitem__,
-        images,
-        classes,
-        aliases,
-        max_bytes=max_bytes,
-    )
-    out.check_accounted()
-    return out
+def run(files, images=("images/a.jpg",), classes=CLASSES, **kw) -> Imported:
+    return import_files("coco", files, images, classes, **kw)
 
 
 def coco(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from cv_assets.lib.ingest.formats import import_batch
 from cv_assets.lib.ingest.formats.base import Imported
+from cv_assets_tests.support.imports import import_files
 
 pytestmark = pytest.mark.unit
 CLASSES = ["car", "person", "dog"]
@@ -39,16 +39,8 @@ def box(label: str = "car", xyxy: Sequence[object] = (10, 20, 50, 60), extra: st
     )
 
 
-def run(
-    files: Mapping[str, bytes],
-    images: Sequence[str] = ("images/a.jpg",),
-    classes: Sequence[str] = CLASSES,
-    aliases: Mapping[str, str] | None = None,
-) -> Imported:
-    listed = [(path, len(raw)) for path, raw in files.items()]
-    out = import_batch("cvat", listed, files.__getitem__, images, classes, aliases)
-    out.check_accounted()
-    return out
+def run(files, images=("images/a.jpg",), classes=CLASSES, **kw) -> Imported:
+    return import_files("cvat", files, images, classes, **kw)
 
 
 def boxes_of(out: Imported, image_path: str = "images/a.jpg") -> list[tuple]:

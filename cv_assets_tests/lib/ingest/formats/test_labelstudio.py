@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from cv_assets.lib.ingest.formats import import_batch
 from cv_assets.lib.ingest.formats.base import Imported
+from cv_assets_tests.support.imports import import_files
 
 pytestmark = pytest.mark.unit
 CLASSES = ["square", "circle", "triangle"]
@@ -16,23 +16,8 @@ FILE = "annotations/export.json"
 W, H = 200, 100
 
 
-def run(
-    files: dict[str, bytes],
-    images: list[str],
-    aliases: dict[str, str] | None = None,
-    max_bytes: int = 64 * 2**20,
-) -> Imported:
-    out = import_batch(
-        "labelstudio",
-        [(p, len(b)) for p, b in files.items()],
-        files.__getitem__,
-        images,
-        CLASSES,
-        aliases,
-        max_bytes=max_bytes,
-    )
-    out.check_accounted()
-    return out
+def run(files, images, **kw) -> Imported:
+    return import_files("labelstudio", files, images, CLASSES, **kw)
 
 
 def rect(rid: str, x: Any, y: float, w: float, h: float, label: str = "square", **kw: Any):

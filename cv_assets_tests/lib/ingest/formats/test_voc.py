@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 import pytest
 
 from cv_assets.lib.ingest.formats import import_batch
 from cv_assets.lib.ingest.formats.base import Imported
+from cv_assets_tests.support.imports import import_files
 
 pytestmark = pytest.mark.unit
 CLASSES = ["car", "person", "dog"]
@@ -41,17 +42,8 @@ def voc(
     return "\n".join(parts).encode()
 
 
-def run(
-    files: Mapping[str, bytes],
-    images: Sequence[str] = ("images/a.jpg",),
-    classes: Sequence[str] = CLASSES,
-    aliases: Mapping[str, str] | None = None,
-    max_bytes: int = 64 * 2**20,
-) -> Imported:
-    listed = [(path, len(raw)) for path, raw in files.items()]
-    out = import_batch("voc", listed, files.__getitem__, images, classes, aliases, max_bytes)
-    out.check_accounted()
-    return out
+def run(files, images=("images/a.jpg",), classes=CLASSES, **kw) -> Imported:
+    return import_files("voc", files, images, classes, **kw)
 
 
 Row = tuple[int, float, float, float, float]
