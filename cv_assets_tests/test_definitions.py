@@ -161,3 +161,18 @@ def test_the_embedded_default_tracking_uri_stays_a_literal_sqlite_path(cfg):
     mlflow = (build_defs(cfg).resources or {})["mlflow"]
     assert mlflow.tracking_uri == cfg.mlflow_tracking_uri
     assert mlflow.tracking_uri.startswith("sqlite:///")
+
+
+@pytest.mark.asset
+def test_the_shadow_score_skips_batches_without_labelled_images(instance):
+    from cv_assets.defs.training.assets import newest_batches
+
+    for batch, accepted in (("b1", 40), ("b2", 30), ("field", 0), ("old", None)):
+        meta = {} if accepted is None else {"accepted": accepted}
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("validated_batch", partition=batch, metadata=meta)
+        )
+    # Newest first; unlabelled frames have nothing to score; a record from before the count
+    # existed is taken as labelled.
+    assert newest_batches(instance, ["b1", "b2", "field", "old"], 2) == ["old", "b2"]
+    assert newest_batches(instance, ["b1", "b2", "field"], 3) == ["b2", "b1"]

@@ -28,12 +28,15 @@ from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
 
 def newest_batches(instance: dg.DagsterInstance, in_dataset: list[str], k: int) -> list[str]:
-    """The ``k`` most recently validated batches that the dataset holds (the newest world)."""
+    """The ``k`` most recently validated batches that the dataset holds (the newest world), of
+    those with labelled images: a batch of unlabelled frames has nothing to score on."""
     held, newest = set(in_dataset), []
     recs = instance.fetch_materializations(dg.AssetKey("validated_batch"), limit=max(50, 5 * k))
     for rec in recs.records:
-        part = rec.partition_key
-        if k and part in held and part not in newest:
+        part, mat = rec.partition_key, rec.asset_materialization
+        accepted = mat.metadata.get("accepted") if mat else None
+        labelled = accepted is None or accepted.value != 0  # an older record has no count
+        if k and part in held and part not in newest and labelled:
             newest.append(part)
         if len(newest) >= k:
             break
