@@ -10,18 +10,15 @@ import os
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_intake import _fresh
+from benchmarks.bench_intake import _fresh, ingest_runner
 from benchmarks.common import QUICK, Result, Skipped, timed
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.ingest.formats import import_batch, is_annotation_file, is_image_place
-from cv_assets.lib.ingest.images import ImageLimits
-from cv_assets.lib.ingest.intake import IngestResult, ingest_batch
 from cv_assets.lib.ingest.landing import LandingZone
 from cv_assets.lib.ingest.raw import copy_raw_batch, load_raw_manifest
 from cv_assets.lib.synth import formats
@@ -91,28 +88,11 @@ def _landed_manifest(root: Path, fmt: str, n: int) -> tuple[ArtifactStore, dict[
     return store, dict(rec), manifest
 
 
-def _ingest(store: ArtifactStore, rec: dict[str, Any], manifest: Any) -> Callable[[], IngestResult]:
-    def run() -> IngestResult:
-        out = f"std/{time.perf_counter_ns()}"
-        return ingest_batch(
-            manifest.batch_id,
-            manifest,
-            read=lambda rel: store.get_bytes(f"{rec['files_key']}/{rel}"),
-            write=lambda key, data: store.put_bytes(f"{out}/{key}", data).uri,
-            link=lambda rel, key: store.copy(f"{rec['files_key']}/{rel}", f"{out}/{key}"),
-            seen={},
-            classes=CLASSES,
-            limits=ImageLimits(),
-        )
-
-    return run
-
-
 def import_cost() -> Result:
     """A COCO batch through intake vs the same images and boxes as YOLO txt."""
     n = int(os.environ.get("BENCH_IMPORT_N", 500 if QUICK else 5000))
     root = _fresh("import_cost")
-    yolo, coco = (_ingest(*_landed_manifest(root, fmt, n)) for fmt in ("yolo", "coco"))
+    yolo, coco = (ingest_runner(*_landed_manifest(root, fmt, n)) for fmt in ("yolo", "coco"))
     first_yolo, first_coco = yolo(), coco()  # warm the page cache and imports for both sides
     if first_coco.accepted != n:
         reasons = ", ".join(f"{r} x{k}" for r, k in first_coco.top_reasons(3))

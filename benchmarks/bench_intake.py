@@ -8,7 +8,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -16,7 +18,7 @@ from benchmarks.common import QUICK, WORK, Result, timed
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.ingest.images import ImageLimits
-from cv_assets.lib.ingest.intake import ingest_batch
+from cv_assets.lib.ingest.intake import IngestResult, ingest_batch
 from cv_assets.lib.ingest.landing import LandingZone
 from cv_assets.lib.ingest.raw import copy_raw_batch, load_raw_manifest
 from cv_assets.lib.synth.batches import CLASSES, write_batches
@@ -44,6 +46,25 @@ def _home(root: Path) -> PlatformConfig:
     return cfg
 
 
+def ingest_runner(store: ArtifactStore, rec: Any, manifest: Any) -> Callable[[], IngestResult]:
+    """One full intake of a raw copy (``rec``), into a fresh prefix each call."""
+
+    def run() -> IngestResult:
+        out = f"std/{time.perf_counter_ns()}"
+        return ingest_batch(
+            manifest.batch_id,
+            manifest,
+            read=lambda rel: store.get_bytes(f"{rec['files_key']}/{rel}"),
+            write=lambda key, data: store.put_bytes(f"{out}/{key}", data).uri,
+            link=lambda rel, key: store.copy(f"{rec['files_key']}/{rel}", f"{out}/{key}"),
+            seen={},
+            classes=CLASSES,
+            limits=ImageLimits(),
+        )
+
+    return run
+
+
 def ingest_vs_decode() -> Result:
     n = 60 if QUICK else 300
     root = _fresh("ingest_vs_decode")
@@ -59,19 +80,10 @@ def ingest_vs_decode() -> Result:
             with Image.open(f) as im:
                 im.load()
 
+    run = ingest_runner(store, rec, manifest)
+
     def ingest() -> None:
-        out = f"std/{time.perf_counter_ns()}"
-        res = ingest_batch(
-            s.batch_id,
-            manifest,
-            read=lambda rel: store.get_bytes(f"{rec['files_key']}/{rel}"),
-            write=lambda key, data: store.put_bytes(f"{out}/{key}", data).uri,
-            link=lambda rel, key: store.copy(f"{rec['files_key']}/{rel}", f"{out}/{key}"),
-            seen={},
-            classes=CLASSES,
-            limits=ImageLimits(),
-        )
-        assert res.accepted == n
+        assert run().accepted == n
 
     bare()  # warm the page cache and imports for both sides
     ingest()

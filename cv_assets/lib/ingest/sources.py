@@ -188,13 +188,12 @@ def plan_labels(
         if it.path in plan.incomplete:
             plan.unlabelled.add(it.path)
         elif batch.labels == "full":
-            where = f"labels/{it.stem}.txt" if batch.fmt == "yolo" else "no annotation file"
-            plan.problems[it.path] = (
-                "missing_label",
-                f"{it.path}: no label file {where}"
+            why = (
+                f"no label file labels/{it.stem}.txt"
                 if batch.fmt == "yolo"
-                else f"{it.path}: {where} of this {batch.fmt} batch labels it (labels: full)",
+                else f"no annotation file of this {batch.fmt} batch labels it (labels: full)"
             )
+            plan.problems[it.path] = ("missing_label", f"{it.path}: {why}")
         else:
             plan.unlabelled.add(it.path)
     return plan
