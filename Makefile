@@ -11,7 +11,8 @@ export YOLO_OFFLINE := 1
 export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install system-deps demo test lint typecheck validate pytest test-fast ui mlflow-ui bench gpu-wheels clean
+.PHONY: install system-deps demo test lint typecheck validate pytest test-fast ui mlflow-ui bench gpu-wheels clean \
+  labelstudio-install labelstudio
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,21 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 install: $(STAMP)
+
+# Label Studio in a virtualenv of its own: its pins (pytz<2023, pyarrow<25) clash with ours.
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+$(LS_STAMP): deploy/labelstudio/requirements.txt deploy/labelstudio/constraints.txt
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  -c deploy/labelstudio/constraints.txt -r deploy/labelstudio/requirements.txt
+	@touch $@
+
+labelstudio-install: $(LS_STAMP)
+
+# Label Studio on 127.0.0.1:8080 (CV_ASSETS_LABELSTUDIO_URL), data under $CV_ASSETS_HOME/labelstudio.
+labelstudio: install labelstudio-install
+	$(BIN)/python -m cv_assets.dev.labelstudio
 
 # What the integration and browser tests need from Debian (PostgreSQL, Chromium): installed only
 # when missing, so a second run costs nothing.
@@ -29,7 +45,7 @@ system-deps:
 demo: install
 	$(BIN)/python -m cv_assets.dev.demo
 
-test: install system-deps lint typecheck validate pytest
+test: install labelstudio-install system-deps lint typecheck validate pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -58,7 +74,9 @@ ui: install
 	$(BIN)/python -c "from cv_assets.dev.home import prepare_home; from cv_assets.lib.core.settings import PlatformConfig; prepare_home(PlatformConfig.from_env())"
 	# dg dev loads the project from pyproject's [tool.dg] (code location `cv_assets`, the name every
 	# cursor and run history is keyed by); workspace.yaml names the same location for `dagster dev`.
-	$(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
+	# The annotation sensor's token: the environment's, else the one `make labelstudio` generated.
+	CV_ASSETS_LABELSTUDIO_TOKEN=$${CV_ASSETS_LABELSTUDIO_TOKEN:-$$(cat $(CV_ASSETS_HOME)/labelstudio/token 2>/dev/null)} \
+	  $(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///$(CV_ASSETS_HOME)/mlflow.db

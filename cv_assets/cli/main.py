@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--batch-id", help="id of the new batch (default: <batch>-review-<UTC time>)")
     rv.set_defaults(command_module="review")
 
+    an = sub.add_parser("annotate", help="annotation rounds in Label Studio: start one, see them")
+    asub = an.add_subparsers(dest="annotate_command", required=True)
+    ast = asub.add_parser("start", help="push the k most useful pool images to Label Studio")
+    ast.add_argument("--k", type=int, help="images in the round (default: the asset's, 32)")
+    ass = asub.add_parser("status", help="every round: pushed, completed, corrected, skipped...")
+    ass.add_argument("--json", action="store_true")
+    asub.add_parser("url", help="Label Studio's URL and each round's project")
+    an.set_defaults(command_module="annotate")
+
     d = sub.add_parser("doctor", help="preflight: versions, offline readiness, storage reachable")
     d.set_defaults(command_module="doctor")
     return p

@@ -7,7 +7,7 @@ import io
 import dagster as dg
 import pyarrow.parquet as pq
 
-from cv_assets.lib.annotation.records import PreAnnotations
+from cv_assets.lib.annotation.records import AnnotationRound, PreAnnotations
 from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.ingest.records import BatchFeatures, RawBatch, ValidatedBatch
 from cv_assets.lib.mobile.records import MobileModel
@@ -44,6 +44,7 @@ for _record in (
     MobileModel,
     ChampionModel,
     PreAnnotations,
+    AnnotationRound,
 ):
     _record_type(_record)
 

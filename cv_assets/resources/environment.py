@@ -17,8 +17,10 @@ from typing import Any, overload
 
 import dagster as dg
 
+from cv_assets.lib.annotation.labelstudio import TOKEN_VAR as LABELSTUDIO_TOKEN_VAR
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.resources.io_manager import JsonRecordIOManager
+from cv_assets.resources.labelstudio import LabelStudioResource
 from cv_assets.resources.storage import (
     ArtifactStoreResource,
     LandingZoneResource,
@@ -63,5 +65,10 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             artifact_root=cfg.mlflow_artifact_root,
             ui_url=cfg.mlflow_ui_url,
             require_approval=cfg.require_approval,
+        ),
+        "labelstudio": LabelStudioResource(
+            url=cfg.labelstudio_url,
+            token=secret_from_env(LABELSTUDIO_TOKEN_VAR, cfg.labelstudio_token),
+            files_root=cfg.labelstudio_files,
         ),
     }

@@ -6,6 +6,8 @@
 - ``s3_endpoint`` / ``s3_bucket`` (from the top conftest): moto in server mode.
 - ``mlflow_server``: a real ``mlflow server`` process, tracking and registry on a Postgres
   database of its own, artifacts in the bucket.
+- ``labelstudio``: one real Label Studio server for the session (``.venv-labelstudio``, which
+  ``make test`` installs), on a free 127.0.0.1 port, with its own data and document root.
 - ``cloud_env``: the environment a deployment sets (``CV_ASSETS_PROFILE=cloud`` …) and a
   ``DAGSTER_HOME`` whose ``dagster.yaml`` is ``deploy/dagster.postgres.yaml``.
 """
@@ -27,6 +29,7 @@ import pytest
 
 from cv_assets.dev.procs import stop_group
 from cv_assets_tests.integration.pg import PgCluster, find_bindir, start_cluster
+from cv_assets_tests.support.labelstudio import LabelStudioServer, binary, start_labelstudio
 from cv_assets_tests.support.processes import free_port
 
 
@@ -54,6 +57,19 @@ def pg() -> Iterator[PgCluster]:
     cluster = start_cluster(("dagster", "mlflow"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def labelstudio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """Label Studio on a free 127.0.0.1 port, stopped after the session."""
+    if not binary().exists():
+        reason = f"Label Studio is not installed ({binary()}): run `make labelstudio-install`"
+        if _ci():
+            pytest.fail(f"CI is set and {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = start_labelstudio(tmp_path_factory.mktemp("labelstudio"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

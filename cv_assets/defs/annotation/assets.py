@@ -32,7 +32,7 @@ class PreAnnotationConfig(dg.Config):
     group_name="annotation",
     kinds={"onnx", "parquet"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
 )
 def pre_annotations(
     context: dg.AssetExecutionContext,

@@ -16,6 +16,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,10 @@ from cv_assets.lib.core.store import ArtifactStore
 FLOOR = 0.05  # detections under this confidence are noise, not proposals
 THRESHOLD = 0.25  # the app's decision threshold (cv-assets predict's default)
 BOX_COLUMNS = ["sha256", "stem", "class_id", "class", "confidence", "cx", "cy", "w", "h"]
-IMAGE_COLUMNS = ["sha256", "stem", "n_boxes", "max_confidence", "uncertainty"]
+IMAGE_COLUMNS = [
+    *("sha256", "stem", "n_boxes", "max_confidence", "uncertainty"),
+    *("image_uri", "width", "height"),  # what an annotation round needs to show the image
+]
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
@@ -46,9 +50,14 @@ class Proposals:
 
     def histogram(self) -> list[tuple[str, int]]:
         """Images per uncertainty bucket, for the UI."""
-        counts, _ = np.histogram(self.images["uncertainty"].to_numpy(float), bins=BINS)
-        edges = zip(BINS[:-1], BINS[1:], counts, strict=True)
-        return [(f"{lo:.1f}-{hi:.1f}", int(n)) for lo, hi, n in edges]
+        return histogram(self.images["uncertainty"])
+
+
+def histogram(uncertainty: Any) -> list[tuple[str, int]]:
+    """Images per uncertainty bucket (``0.0-0.2`` ... ``0.8-1.0``) of a column of scores."""
+    counts, _ = np.histogram(np.asarray(uncertainty, dtype=float), bins=BINS)
+    edges = zip(BINS[:-1], BINS[1:], counts, strict=True)
+    return [(f"{lo:.1f}-{hi:.1f}", int(n)) for lo, hi, n in edges]
 
 
 def propose(
@@ -59,9 +68,11 @@ def propose(
     threshold: float = THRESHOLD,
 ) -> Proposals:
     """Run ``detect`` (a local image path -> ``(M, 6)`` normalised ``x1 y1 x2 y2 conf cls``) on
-    each pooled image (``pool``: ``sha256``, ``stem``, ``path``)."""
+    each pooled image (``pool``: ``sha256``, ``stem``, ``path``, ``image_uri``, ``width``,
+    ``height``)."""
     boxes, images = [], []
-    for sha, stem, path in zip(pool["sha256"], pool["stem"], pool["path"], strict=True):
+    cols = ["sha256", "stem", "path", "image_uri", "width", "height"]
+    for sha, stem, path, uri, width, height in pool[cols].itertuples(index=False):
         found = detect(str(path))
         found = found[found[:, 4] >= floor] if len(found) else found
         for x1, y1, x2, y2, conf, cls in found.tolist():
@@ -69,8 +80,8 @@ def propose(
             boxes.append((sha, stem, k, classes[k] if k < len(classes) else str(k), conf,
                           (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))  # fmt: skip
         confs = [float(c) for c in found[:, 4]] if len(found) else []
-        images.append((sha, stem, len(confs), max(confs, default=0.0),
-                       image_uncertainty(confs, threshold)))  # fmt: skip
+        u = image_uncertainty(confs, threshold)
+        images.append((sha, stem, len(confs), max(confs, default=0.0), u, uri, width, height))
     img = pd.DataFrame.from_records(images, columns=IMAGE_COLUMNS)
     img = img.sort_values(["uncertainty", "sha256"], ascending=[False, True], ignore_index=True)
     return Proposals(pd.DataFrame.from_records(boxes, columns=BOX_COLUMNS), img)
@@ -87,7 +98,7 @@ def propose_for_pool(
     """The champion's proposals for one batch's pool (``validated/<batch>/unlabelled.parquet``;
     a batch validated before the pool existed has none)."""
     if pool_uri is None:
-        pool = pd.DataFrame({"sha256": [], "stem": [], "image_uri": []})
+        pool = pd.DataFrame({c: [] for c in ("sha256", "stem", "image_uri", "width", "height")})
     else:
         pool = pd.read_parquet(io.BytesIO(store.get_bytes(store.key_of(pool_uri))))
     with scratch_dir("proposals") as tmp:

@@ -18,3 +18,14 @@ class PreAnnotations(TypedDict):
     threshold: float  # the decision threshold the uncertainty is measured against
     boxes_table: StoredFile
     images_table: StoredFile  # most uncertain first
+
+
+class AnnotationRound(TypedDict):
+    """A round of images pushed to Label Studio for a person to label."""
+
+    round_id: str
+    project: int  # the Label Studio project's id
+    url: str  # where a person labels it
+    pushed: int
+    champion_version: str
+    manifest: str  # URI of annotation/rounds/<round>/round.json

@@ -111,3 +111,16 @@ def review_prefix(batch_id: str, champion_version: str | int) -> str:
 def proposals_prefix(batch_id: str, champion_version: str | int) -> str:
     """The champion's proposals for a batch's unlabelled pool (``boxes``, ``images`` tables)."""
     return f"proposals/{batch_id}/v{champion_version}"
+
+
+ROUNDS_PREFIX = "annotation/rounds/"
+
+
+def round_manifest(round_id: str) -> str:
+    """An annotation round's ledger: its Label Studio project and one entry per task pushed."""
+    return f"{ROUNDS_PREFIX}{round_id}/round.json"
+
+
+def round_collected(round_id: str) -> str:
+    """Task id -> the annotation of it already landed (``<id>@<updated_at>``)."""
+    return f"{ROUNDS_PREFIX}{round_id}/collected.json"

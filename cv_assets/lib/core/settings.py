@@ -44,6 +44,11 @@ class PlatformConfig:
     training_run_tags: Mapping[str, str] = field(default_factory=dict)
     # CV_ASSETS_CLASS_ALIASES: other names of the platform's classes in imported annotations.
     class_aliases: Mapping[str, str] = field(default_factory=dict)
+    # Label Studio (annotation rounds): its URL, its API token (a secret: only ever passed on as
+    # dg.EnvVar), and the folder it serves round images from (its local-files document root).
+    labelstudio_url: str = "http://127.0.0.1:8080"
+    labelstudio_token: str | None = None
+    labelstudio_files: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -107,6 +112,11 @@ class PlatformConfig:
                 e.get("CV_ASSETS_TRAIN_ON_EVENT", ""), "CV_ASSETS_TRAIN_ON_EVENT"
             ),
             sensor_interval_s=int(e.get("CV_ASSETS_SENSOR_INTERVAL", "15")),
+            labelstudio_url=e.get("CV_ASSETS_LABELSTUDIO_URL", "http://127.0.0.1:8080"),
+            labelstudio_token=e.get("CV_ASSETS_LABELSTUDIO_TOKEN") or None,
+            labelstudio_files=e.get(
+                "CV_ASSETS_LABELSTUDIO_FILES", str(home / "labelstudio" / "files")
+            ),
             training_run_tags={
                 # Structured tags (dagster-k8s/config, ecs overrides) are JSON strings on a run.
                 str(k): v if isinstance(v, str) else json.dumps(v)

@@ -14,6 +14,7 @@ whatever the batch size.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -149,6 +150,9 @@ def ingest_batch(
     _annotation_accounting(res, plan)
     accepted_here: dict[str, str] = {}
     corrected_at = str(manifest.marker.get("created_at") or "") if batch.correction else ""
+    # Per-label provenance of an annotation round (annotator, task, project, round), by image.
+    provenance = manifest.marker.get("provenance") if batch.round else None
+    provenance = provenance if isinstance(provenance, dict) else {}
 
     def quarantine(item: Item, rule: str, reason: str) -> None:
         res.quarantine.append(
@@ -227,6 +231,7 @@ def ingest_batch(
                 "label_file": label.file,
                 "converted_boxes": label.converted,
                 "crowd_regions": label.crowd,
+                "provenance": _provenance(provenance.get(it.image.path)),
             }
         )
         res.features.append(measured | box_features(boxes, decoded.width, decoded.height, classes))
@@ -255,6 +260,11 @@ def _size_mismatch(item: Item, label: ImageLabel, decoded: DecodedImage) -> str 
         f"{item.path} is {decoded.width}x{decoded.height} px, but {label.file} declares "
         f"{w:g}x{h:g}: its boxes cannot be placed on it"
     )
+
+
+def _provenance(entry: Any) -> str:
+    """One label's provenance as compact JSON ("" where the batch gives none)."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":")) if entry else ""
 
 
 def _no_box_features(classes: Sequence[str]) -> dict[str, float]:
@@ -312,6 +322,7 @@ SAMPLE_COLUMNS = [
     "supersedes",  # in a correction batch: an earlier batch/path of the same image
     "corrected_at",  # in a correction batch: its batch.json created_at (newest correction wins)
     "label_source",  # provenance: human, import:<format>, review (later model:<version>)
+    "provenance",  # an annotation round's label: JSON of annotator, task, project, round
     "label_file",  # the label or annotation file the boxes came from
     "converted_boxes",  # boxes converted from polygons or rotated boxes
     "crowd_regions",  # crowd regions excluded (never objects)

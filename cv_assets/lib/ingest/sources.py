@@ -35,6 +35,9 @@ from cv_assets.lib.ingest.names import IMAGE_EXTS, LABEL_EXTS, name_problem
 # A batch whose batch.json source starts with this is a reviewed relabelling (cv-assets review
 # import): its images were seen before on purpose, and its labels supersede the earlier ones.
 CORRECTION_SOURCE_PREFIX = "review:"
+# A batch collected from a Label Studio annotation round (``labelstudio:<round>``): people's
+# labels (``human``) for images of the pool or of earlier batches, superseding what was there.
+ROUND_SOURCE_PREFIX = "labelstudio:"
 
 
 @dataclass
@@ -59,7 +62,8 @@ class BatchFormat:
 
     fmt: str = "yolo"
     labels: str = "full"
-    correction: bool = False
+    correction: bool = False  # its labels supersede earlier labels of the same images
+    round: bool = False  # collected from a Label Studio annotation round
 
     @classmethod
     def of(cls, marker: Mapping[str, Any]) -> BatchFormat:
@@ -67,12 +71,16 @@ class BatchFormat:
         return cls(
             str(marker.get("format") or "yolo"),
             str(marker.get("labels") or "full"),
-            source.startswith(CORRECTION_SOURCE_PREFIX),
+            source.startswith((CORRECTION_SOURCE_PREFIX, ROUND_SOURCE_PREFIX)),
+            source.startswith(ROUND_SOURCE_PREFIX),
         )
 
     @property
     def label_source(self) -> str:
-        """Provenance of this batch's labels: ``human``, ``import:<format>`` or ``review``."""
+        """Provenance of this batch's labels: ``human`` (a YOLO batch or an annotation round),
+        ``import:<format>`` or ``review``."""
+        if self.round:
+            return HUMAN
         if self.correction:
             return REVIEW
         return HUMAN if self.fmt == "yolo" else f"{IMPORT_PREFIX}{self.fmt}"
@@ -261,7 +269,7 @@ def _imported_labels(
             got.width, got.height)  # fmt: skip
         plan.labels[path] = ImageLabel(
             [b.row() for b in got.boxes],
-            f"{IMPORT_PREFIX}{batch.fmt}",
+            batch.label_source,
             got.file,
             size=size,
             converted=got.converted,

@@ -32,10 +32,14 @@ def test_proposals_keep_boxes_over_the_floor_and_rank_images_most_uncertain_firs
         "c.jpg": np.zeros((0, 6)),
     }
     pool = pd.DataFrame({"sha256": ["ha", "hb", "hc"], "stem": ["a", "b", "c"],
-                         "path": ["a.jpg", "b.jpg", "c.jpg"]})  # fmt: skip
+                         "path": ["a.jpg", "b.jpg", "c.jpg"], "image_uri": ["ua", "ub", "uc"],
+                         "width": [64, 64, 32], "height": [48, 48, 32]})  # fmt: skip
     out = propose(pool, lambda p: found[p], CLASSES)
     assert list(out.images["stem"]) == ["b", "a", "c"]  # 0.26 is near the threshold
     assert list(out.images["n_boxes"]) == [1, 1, 0]  # the 0.01 box is under the floor
+    # A round shows the image from the pool's URI, at the size intake measured.
+    assert list(out.images["image_uri"]) == ["ub", "ua", "uc"]
+    assert list(out.images["width"]) == [64, 64, 32]
     a = out.boxes[out.boxes["stem"] == "a"].iloc[0]
     assert a["class"] == CLASSES[1] and a["confidence"] == pytest.approx(0.97)
     assert (a["cx"], a["cy"], a["w"], a["h"]) == pytest.approx((0.2, 0.4, 0.2, 0.4))
@@ -49,7 +53,8 @@ def test_the_pool_of_a_batch_is_scored_through_a_real_onnx_file(tmp_path):
     rows = []
     for i, img in enumerate(sorted((b.path / "images").glob("*.jpg"))):
         rows.append({"sha256": f"h{i}", "stem": img.stem,
-                     "image_uri": store.put_file(f"std/{img.name}", img).uri})  # fmt: skip
+                     "image_uri": store.put_file(f"std/{img.name}", img).uri,
+                     "width": 64, "height": 64})  # fmt: skip
     frame = pd.DataFrame(rows)
     pool = store.put_bytes("validated/b/unlabelled.parquet", frame.to_parquet(index=False))
     det = store.put_file("models/const.onnx", onnx)
