@@ -12,9 +12,12 @@ from benchmarks import (
     bench_graphql,
     bench_import,
     bench_intake,
+    bench_label_issues,
+    bench_labelstudio,
     bench_metrics,
     bench_mobile,
     bench_postgres,
+    bench_selection,
     bench_training,
 )
 from benchmarks.common import README, Result, Skipped, save
@@ -26,9 +29,12 @@ DEFAULT = [
     *bench_mobile.BENCHMARKS,
     *bench_metrics.BENCHMARKS,
     *bench_drift.BENCHMARKS,
+    *bench_label_issues.BENCHMARKS,
     *bench_automation.BENCHMARKS,
     *bench_postgres.BENCHMARKS,
     *bench_graphql.BENCHMARKS,
+    *bench_selection.BENCHMARKS,
+    *bench_labelstudio.BENCHMARKS,
 ]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 

@@ -1,4 +1,4 @@
-"""The review queue of each landed batch: labels the champion contradicts, ranked, with crops."""
+"""The review queue of each landed batch: label boxes cleanlab finds wrong, ranked, with crops."""
 
 import dagster as dg
 from pydantic import Field
@@ -12,26 +12,32 @@ from cv_assets.lib.monitoring.review import ReviewSettings, review_batch
 from cv_assets.lib.training.records import ChampionModel
 from cv_assets.resources.storage import ArtifactStoreResource
 
-REVIEW_CODE_VERSION = "1"
+REVIEW_CODE_VERSION = "2"  # 2: confident learning (cleanlab ObjectLab) replaced the heuristic
 _DEFAULTS = ReviewSettings()
 
 
 class ReviewConfig(dg.Config):
-    conf_min: float = Field(
-        default=_DEFAULTS.conf_min, description="champion confidence below which a box is ignored"
+    conf_floor: float = Field(
+        default=_DEFAULTS.conf_floor,
+        description="champion boxes below this confidence are no evidence; cleanlab reads the rest",
+    )
+    conf_min: float | None = Field(
+        default=_DEFAULTS.conf_min,
+        description="confidence from which a champion box is confident evidence of an unlabelled "
+        "object or another class; empty: read on the champion's calibration on the batch",
+    )
+    max_quality: float = Field(
+        default=_DEFAULTS.max_quality,
+        description="a box whose cleanlab quality (0 wrong .. 1 right) is at most this is queued",
     )
     iou_match: float = Field(
         default=_DEFAULTS.iou_match,
-        description="IoU under which a prediction overlaps no label box (missing_label)",
-    )
-    iou_ok: float = Field(
-        default=_DEFAULTS.iou_ok,
-        description="IoU from which a prediction agrees with a label box's position",
+        description="a label box that no champion box overlaps this much is an extra label",
     )
     max_items: int = Field(default=200, description="the queue keeps this many, most severe first")
 
     def settings(self) -> ReviewSettings:
-        return ReviewSettings(self.conf_min, self.iou_match, self.iou_ok)
+        return ReviewSettings(self.conf_floor, self.conf_min, self.max_quality, self.iou_match)
 
 
 @dg.asset(
@@ -48,7 +54,7 @@ def review_queue(
     champion_model: ChampionModel,
     artifacts: ArtifactStoreResource,
 ) -> dg.MaterializeResult:
-    """Labels of batch b that the champion contradicts most, ranked, with a crop of each."""
+    """Label boxes of batch b that cleanlab finds wrong against the champion, ranked, cropped."""
     store, bid = artifacts.store, context.partition_key
     champ = champion_with_onnx(champion_model, "the queue is the champion's view of the labels")
     q = review_batch(
@@ -60,7 +66,9 @@ def review_queue(
         max_items=config.max_items,
     )
     out = publish_review(store, q, batch_id=bid, champion_version=champ.version)
-    context.log.info(f"{bid}: {len(q.table)} items of {q.found} found in {q.images} images")
+    context.log.info(
+        f"{bid}: {len(q.table)} items of {q.found} found on {q.flagged} of {q.images} images"
+    )
     return dg.MaterializeResult(
         value=out.record,
         metadata={
@@ -68,8 +76,10 @@ def review_queue(
             "items": len(q.table),
             "found": q.found,
             "images": q.images,
+            "flagged_images": q.flagged,
             "champion_version": champ.version,
-            "conf_min": config.conf_min,
+            # the confidences used: the CLI's suggestions are the boxes from conf_min
+            "conf_min": q.conf_min,
             "top_items": dg.MetadataValue.md(out.top_md),
             "table": dg.MetadataValue.path(out.table.uri),
             "table_sha256": out.table.sha256,

@@ -1,21 +1,16 @@
-"""The review queue: labels that the champion contradicts strongly, ranked for a person to check.
+"""The review queue: a batch's label boxes that are probably wrong, ranked for a person to check.
 
-Three kinds of disagreement are found in each image, from the label boxes and the champion's
-confident detections (``conf >= conf_min``):
-
-- ``missing_label``: a prediction that overlaps no label box (IoU < ``iou_match`` with all of them):
-  an object the annotator may have missed. Severity ``conf * (1 - best IoU)``.
-- ``class_mismatch``: a label box with no same-class prediction at IoU >= ``iou_ok``, but a
-  prediction of another class at IoU >= ``iou_ok``: the class may be wrong. Severity
-  ``conf * IoU`` (a confident, well-placed box of another class is the strongest evidence).
-- ``low_iou``: a label box whose best same-class prediction has IoU in [``iou_match``, ``iou_ok``):
-  the box may be badly drawn. Severity ``conf * (1 - IoU)``.
-
-A label box yields at most one item: ``class_mismatch`` wins over ``low_iou``, since a box of
-another class that fits better than any box of the labelled class says more about the label.
-Every severity lies in [0, 1], so one ranking orders all kinds: highest first, ties broken by
-image and position so the order is the same on every run. Label boxes the champion does not see
-at all are not queued: that is more often the model's miss than the annotator's.
+The method is confident learning for object detection (cleanlab's ObjectLab, in
+``label_issues.py``): the champion's detections, down to a low confidence, against each image's
+labels, give every label box and every confident detection a quality score in [0, 1]. An image
+enters the queue only when one of its boxes scores at most ``max_quality``; each such box is one
+item, of kind ``missing_label`` (cleanlab's overlooked), ``class_mismatch`` (swap), ``low_iou``
+(badloc) or ``extra_label`` (a label box no detection overlaps). Items are ranked by severity,
+``1 - quality``, highest first, ties broken by image and position so the order is the same on
+every run. The confidence from which a detection is evidence is read on the champion's own
+calibration against the batch's labels, so a weak champion gives little evidence and a short
+queue, not a long list of its own mistakes. This module turns the findings into the table, crops
+and captions a reviewer reads.
 """
 
 from __future__ import annotations
@@ -32,106 +27,39 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from cv_assets.lib.core.files import local_file, scratch_dir
-from cv_assets.lib.core.metrics import box_iou, read_yolo_truth
+from cv_assets.lib.core.metrics import read_yolo_truth
 from cv_assets.lib.core.onnx_detect import OnnxDetector, read_image
+from cv_assets.lib.monitoring.label_issues import (
+    KINDS,
+    Box,
+    Disagreement,
+    IssueSettings,
+    find_label_issues,
+)
 
 log = logging.getLogger(__name__)
 
-KINDS = ("missing_label", "low_iou", "class_mismatch")
 LABEL_COLOR = (0, 230, 0)  # the green of ground truth in the evaluation's prediction grid
 PRED_COLOR = (255, 0, 255)  # magenta: no class colour and no photo tone comes close to it
 
 
 @dataclass(frozen=True)
 class ReviewSettings:
-    conf_min: float = 0.5  # predictions below this confidence are never evidence
-    iou_match: float = 0.1  # below: a prediction overlaps no label box
-    iou_ok: float = 0.5  # at or above: a prediction agrees with a label box's position
+    conf_floor: float = 0.01  # detections below are no evidence; cleanlab wants all the rest
+    conf_min: float | None = None  # confident from here; None: from the champion's calibration
+    max_quality: float = 0.5  # a box whose cleanlab quality is at most this is queued
+    iou_match: float = 0.1  # a label box no detection overlaps this much is an extra label
     crop_margin: float = 0.5  # context around the boxes, as a share of their extent
     crop_size: int = 128  # crops are square PNGs of this side in pixels
 
+    @property
+    def floor(self) -> float:
+        """The evidence floor, never above an explicit ``conf_min`` (a champion whose scores are
+        all tiny, as after two epochs, is confident on its own scale)."""
+        return self.conf_floor if self.conf_min is None else min(self.conf_floor, self.conf_min)
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2, normalised to [0, 1]
-
-
-@dataclass(frozen=True)
-class Disagreement:
-    """One finding in one image. Boxes are normalised xyxy; ``label_line`` counts from 1."""
-
-    kind: str
-    score: float
-    iou: float
-    label_line: int | None = None
-    label_class: int | None = None
-    label_box: Box | None = None
-    pred_class: int | None = None
-    pred_conf: float | None = None
-    pred_box: Box | None = None
-
-    def sort_key(self) -> tuple[float, ...]:
-        first = self.label_box or self.pred_box or (0.0, 0.0, 0.0, 0.0)
-        return (-self.score, KINDS.index(self.kind), *first)
-
-
-def _box(row: np.ndarray) -> Box:
-    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
-
-
-def find_disagreements(
-    truth: np.ndarray, preds: np.ndarray, settings: ReviewSettings = ReviewSettings()
-) -> list[Disagreement]:
-    """Disagreements between one image's labels and the champion's detections.
-
-    Args:
-        truth: (N, 5) ``[cls, x1, y1, x2, y2]`` in label-file order (``read_yolo_truth``).
-        preds: (M, 6) ``[x1, y1, x2, y2, conf, cls]`` (``OnnxDetector.detect``).
-    """
-    truth = np.asarray(truth, dtype=float).reshape(-1, 5)
-    preds = np.asarray(preds, dtype=float).reshape(-1, 6)
-    preds = preds[preds[:, 4] >= settings.conf_min]
-    iou = box_iou(truth[:, 1:5], preds[:, :4])  # (N, M)
-    out = [_label_finding(i, truth[i], preds, iou[i], settings) for i in range(len(truth))]
-    found = [d for d in out if d is not None]
-    best = iou.max(0) if len(truth) else np.zeros(len(preds))
-    for j in np.nonzero(best < settings.iou_match)[0]:
-        p = preds[j]
-        found.append(
-            Disagreement(
-                "missing_label",
-                score=float(p[4] * (1 - best[j])),
-                iou=float(best[j]),
-                pred_class=int(p[5]),
-                pred_conf=float(p[4]),
-                pred_box=_box(p),
-            )
-        )
-    return sorted(found, key=Disagreement.sort_key)
-
-
-def _label_finding(
-    line: int, label: np.ndarray, preds: np.ndarray, iou: np.ndarray, s: ReviewSettings
-) -> Disagreement | None:
-    """The one finding of a label box (``iou``: its IoU with every prediction), or None."""
-    same = preds[:, 5] == label[0]
-    same_iou = np.where(same, iou, -1.0)
-    if len(preds) and same_iou.max() >= s.iou_ok:
-        return None
-    base = {"label_line": line + 1, "label_class": int(label[0]), "label_box": _box(label[1:])}
-    other = np.where(~same & (iou >= s.iou_ok), preds[:, 4] * iou, -1.0)
-    if len(preds) and other.max() >= 0:
-        j = int(other.argmax())
-        return Disagreement(
-            "class_mismatch", float(other[j]), float(iou[j]), **base, **_pred(preds[j])
-        )
-    if len(preds) and same_iou.max() >= s.iou_match:
-        j = int(same_iou.argmax())
-        score = float(preds[j, 4] * (1 - iou[j]))
-        return Disagreement("low_iou", score, float(iou[j]), **base, **_pred(preds[j]))
-    return None
-
-
-def _pred(p: np.ndarray) -> dict[str, Any]:
-    return {"pred_class": int(p[5]), "pred_conf": float(p[4]), "pred_box": _box(p)}
+    def issues(self) -> IssueSettings:
+        return IssueSettings(self.floor, self.conf_min, self.max_quality, self.iou_match)
 
 
 # --- crops ------------------------------------------------------------------------------------
@@ -219,15 +147,20 @@ def describe(item: Disagreement, classes: Sequence[str]) -> str:
     label = f"label {_name(classes, item.label_class)} (line {item.label_line})"
     pred = f"champion {_name(classes, item.pred_class)} {item.pred_conf or 0:.2g}"
     if item.kind == "missing_label":
-        return f"{pred} where no label box overlaps (best IoU {item.iou:.2f})"
+        return f"{pred} where no label box overlaps: an unlabelled object?"
     if item.kind == "class_mismatch":
         return f"{label} but {pred} on the same object (IoU {item.iou:.2f})"
+    if item.kind == "extra_label":
+        seen = f"; the nearest is {pred} at IoU {item.iou:.2f}" if item.pred_box else ""
+        return f"{label}: the champion sees no object there{seen}"
     return f"{label}: the best {pred} overlaps it only at IoU {item.iou:.2f}"
 
 
 def caption(item: Disagreement, classes: Sequence[str]) -> str:
     if item.kind == "missing_label":
         return f"unlabelled {_name(classes, item.pred_class)} {item.pred_conf or 0:.2g}"
+    if item.kind == "extra_label":
+        return f"{_name(classes, item.label_class)}: nothing seen"
     return f"{_name(classes, item.label_class)} vs {_name(classes, item.pred_class)}"
 
 
@@ -262,6 +195,8 @@ class ReviewQueue:
     images: int  # images looked at
     found: int  # items before the ``max_items`` cap
     counts: dict[str, int] = field(default_factory=dict)  # items in the queue, by kind
+    flagged: int = 0  # images with at least one item
+    conf_min: float = 1.0  # the confidence from which a detection was confident evidence
 
     def table_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -299,29 +234,40 @@ def build_queue(
     Args:
         read_bytes: bytes of an artifact by URI.
         detect: the champion's detections of an image (URI, bytes), ``(M, 6)`` as
-            ``OnnxDetector.detect`` returns them.
+            ``OnnxDetector.detect`` returns them, down to ``settings.floor``.
     """
     rows = samples.to_dict("records")
-    found: list[tuple[int, Disagreement]] = []
-    texts: list[str] = []
-    for i, r in enumerate(rows):
+    truths, preds, sizes = [], [], []
+    for r in rows:
         uri = str(r["image_uri"])
-        preds = np.asarray(detect(uri, read_bytes(uri)), dtype=float).reshape(-1, 6)
-        preds = preds[preds[:, 4] >= settings.conf_min]
-        truth = read_yolo_truth(read_bytes(str(r["label_uri"])).decode())
-        texts.append(predictions_text(preds))
-        found += [(i, d) for d in find_disagreements(truth, preds, settings)]
+        data = read_bytes(uri)
+        with Image.open(io.BytesIO(data)) as img:
+            sizes.append(img.size)
+        preds.append(np.asarray(detect(uri, data), dtype=float).reshape(-1, 6))
+        truths.append(read_yolo_truth(read_bytes(str(r["label_uri"])).decode()))
+    issues = find_label_issues(truths, preds, sizes, len(classes), settings.issues())
+    found = [(i, d) for i in issues.flagged for d in issues.findings[i]]
     ranked = rank_items(found, max_items)
     table, crops = [], []
     for rank, (i, d) in enumerate(ranked, start=1):
         r = rows[i]
         with Image.open(io.BytesIO(read_bytes(str(r["image_uri"])))) as img:
             crops.append(crop_png(img, d, caption(d, classes), settings))
-        table.append(_row(rank, d, r, texts[i], classes))
+        # The suggestion is what the champion is confident of, the same evidence as the queue's.
+        text = predictions_text(preds[i][preds[i][:, 4] >= issues.conf_high])
+        table.append(_row(rank, d, r, text, classes))
     df = pd.DataFrame.from_records(table, columns=QUEUE_COLUMNS)
     counts = {k: int((df["kind"] == k).sum()) for k in KINDS}
-    log.info("%d images: %d disagreements, %d queued %s", len(rows), len(found), len(df), counts)
-    return ReviewQueue(df, crops, images=len(rows), found=len(found), counts=counts)
+    log.info("%d images: %d issues, %d queued %s", len(rows), len(found), len(df), counts)
+    return ReviewQueue(
+        df,
+        crops,
+        images=len(rows),
+        found=len(found),
+        counts=counts,
+        flagged=len(issues.flagged),
+        conf_min=issues.conf_high,
+    )
 
 
 def review_batch(
@@ -344,7 +290,7 @@ def review_batch(
         return build_queue(
             samples,
             read_bytes,
-            lambda uri, data: det.detect(read_image(uri, data), conf=settings.conf_min),
+            lambda uri, data: det.detect(read_image(uri, data), conf=settings.floor),
             classes,
             settings,
             max_items,

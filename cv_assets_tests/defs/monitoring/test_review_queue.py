@@ -29,7 +29,10 @@ def test_queue_finds_the_planted_label_errors_and_nothing_else(small_home, insta
     emptied, n_emptied = plan.emptied
     stem, line, labelled, seen = plan.mismatch
     # Exactly the planted errors: one class_mismatch, one missing_label per box left out.
-    assert md["class_mismatch"] == 1 and md["missing_label"] == n_emptied and md["low_iou"] == 0
+    assert md["class_mismatch"] == 1 and md["missing_label"] == n_emptied
+    assert md["low_iou"] == md["extra_label"] == 0 and md["flagged_images"] == 2
+    # The champion's boxes from conf_min were the labels: that is where it is confident.
+    assert md["conf_min"] == pytest.approx(plan.conf_min)
     assert md["items"] == len(table) == 1 + n_emptied and md["champion_version"] == "1"
     assert md["dagster/row_count"] == len(table)
     assert [c.name for c in md["dagster/column_schema"].columns] == list(table.columns)
