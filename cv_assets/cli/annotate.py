@@ -3,8 +3,8 @@
 - ``start [--k N]`` runs ``annotation_round_job`` on the instance (a run like any other: in the
   UI, with its logs) and prints the round's Label Studio URL.
 - ``status [--json]`` lists every round with its tasks (pushed, completed, corrected, skipped,
-  open, deleted, landed), read live from Label Studio; where it cannot be reached, the counts the
-  collecting sensor last recorded, and why.
+  open, deleted, landed), read live from Label Studio; where it cannot be reached, what was pushed
+  and why not (the sensor's last counts are the round's observations in the UI).
 - ``url`` prints Label Studio's URL and each round's project.
 
 The folder round trip (``cv-assets review export`` / ``import``) stays as the offline path.
@@ -20,13 +20,16 @@ from typing import Any
 from cv_assets.lib.core.settings import PlatformConfig
 
 
-def start(cfg: PlatformConfig, k: int | None) -> tuple[int, str]:
+def start(cfg: PlatformConfig, k: int | None, issues: int | None = None) -> tuple[int, str]:
     from cv_assets.definitions import build_defs
     from cv_assets.read_side import open_instance
 
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    if k is not None:
-        run_config["ops"] = {"annotation_round": {"config": {"k": k}}}
+    config = {"k": k, "label_issues": issues}
+    if any(v is not None for v in config.values()):
+        run_config["ops"] = {
+            "annotation_round": {"config": {n: v for n, v in config.items() if v is not None}}
+        }
     job = build_defs(cfg).resolve_job_def("annotation_round_job")
     instance = open_instance(cfg)
     try:
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:
 
     try:
         if args.annotate_command == "start":
-            code, msg = start(cfg, args.k)
+            code, msg = start(cfg, args.k, args.label_issues)
             print(msg, file=sys.stderr if code else sys.stdout)
             return code
         rows = rounds_status(cfg)

@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("annotate", help="annotation rounds in Label Studio: start one, see them")
     asub = an.add_subparsers(dest="annotate_command", required=True)
     ast = asub.add_parser("start", help="push the k most useful pool images to Label Studio")
-    ast.add_argument("--k", type=int, help="images in the round (default: the asset's, 32)")
+    ast.add_argument("--k", type=int, help="uncertain pool images (default: the asset's, 32)")
+    ast.add_argument(
+        "--label-issues", type=int, help="labelled images the review queues rank worst (8)"
+    )
     ass = asub.add_parser("status", help="every round: pushed, completed, corrected, skipped...")
     ass.add_argument("--json", action="store_true")
     asub.add_parser("url", help="Label Studio's URL and each round's project")

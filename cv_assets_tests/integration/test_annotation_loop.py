@@ -44,7 +44,7 @@ def test_a_round_goes_to_label_studio_and_its_labels_come_back_into_training(
         partition_key=bid, instance=instance, run_config=QUIET
     ).success
 
-    started = cli("annotate", "start", "--k", "4")
+    started = cli("annotate", "start", "--k", "4", "--label-issues", "0")
     assert started.returncode == 0, started.stderr
     assert labelstudio.url in started.stdout and labelstudio.token not in started.stdout
     store = open_store(cfg)
@@ -97,7 +97,7 @@ def test_a_round_goes_to_label_studio_and_its_labels_come_back_into_training(
     status = cli("annotate", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert '"completed": 3' in status.stdout and '"landed": 3' in status.stdout
-    again = cli("annotate", "start", "--k", "50")
+    again = cli("annotate", "start", "--k", "50", "--label-issues", "0")
     assert again.returncode == 0, again.stderr
     second = next(x for x in manifests(store) if x["round_id"] != m["round_id"])
     first_images = {t["sha256"] for t in m["tasks"]}

@@ -25,7 +25,7 @@ from cv_assets.lib.annotation.labelstudio import (
     label_config,
 )
 from cv_assets.lib.annotation.rounds import new_round_id
-from cv_assets.lib.annotation.start import push_round
+from cv_assets.lib.annotation.start import label_issues, push_round
 from cv_assets.lib.core import layout
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.core.store import ArtifactStore
@@ -222,3 +222,43 @@ def test_label_studio_down_is_retried_then_named(cfg, instance, labelstudio):
     gone = collect_round(LabelStudio(labelstudio.url, labelstudio.token), store, zone, m, CLASSES,
                          datetime.now(UTC))  # fmt: skip
     assert gone.project_deleted and gone.batch_id is None
+
+
+def test_a_label_issue_goes_out_with_its_current_labels_and_its_correction_supersedes_them(
+    cfg, instance, labelstudio
+):
+    (bid,) = ingest(cfg, instance, images=4, size=96, seed=86)
+    store = open_store(cfg)
+    samples = pd.read_parquet(io.BytesIO(store.get_bytes(layout.validated_table(bid, "samples"))))
+    # What review_queue wrote for the batch: its two worst items (one image twice).
+    queue = samples.head(2).assign(score=[0.9, 0.6], details="class_mismatch: label vs champion")
+    queue = pd.concat([queue, queue.head(1).assign(score=0.3)], ignore_index=True)
+    ref = store.put_bytes(f"review/{bid}/v1/queue.parquet", queue.to_parquet(index=False))
+    rows, label_boxes = label_issues(store, {bid: {"table": ref.as_dict()}}, set(), 5, CLASSES)
+    assert list(rows["sha256"]) == list(samples["sha256"].head(2))  # worst first, each once
+    assert list(rows["note"]) == ["Check the labels: class_mismatch: label vs champion"] * 2
+    first_label = store.get_bytes(store.key_of(samples["label_uri"].iloc[0])).decode()
+    assert len(label_boxes[label_boxes["sha256"] == rows["sha256"].iloc[0]]) == len(
+        first_label.splitlines())  # fmt: skip
+
+    client = LabelStudio(labelstudio.url, labelstudio.token)
+    rid = new_round_id(datetime.now(UTC))
+    m = push_round(client, store, rid, labelstudio.files_root / rid, rows, label_boxes, CLASSES,
+                   "champion-v1", "now").manifest  # fmt: skip
+    person = Person(labelstudio)
+    t = person.tasks(m["project"])
+    shown = person.task(t[0]["id"])["predictions"][0]
+    assert shown["model_version"] == "current-labels"
+    assert len(shown["result"]) == len(first_label.splitlines())
+    person.annotate(t[0], [rect("triangle", 10, 10, 30, 30)])  # corrected
+    person.annotate(t[1], person.task(t[1]["id"])["predictions"][0]["result"])  # confirmed
+    zone = ArtifactStore(cfg.landing_root)
+    out = collect_round(client, store, zone, m, CLASSES, datetime.now(UTC))
+    assert out.counts["completed"] == 2 and out.counts["corrected"] == 1 and out.batch_id
+    assert run_intake(cfg, instance, out.batch_id, run_config=QUIET).success
+    fixed = pd.read_parquet(io.BytesIO(store.get_bytes(
+        layout.validated_table(out.batch_id, "samples"))))  # fmt: skip
+    assert sorted(fixed["sha256"]) == sorted(rows["sha256"])
+    assert all(s.startswith(f"{bid}/") for s in fixed["supersedes"])
+    new = fixed[fixed["sha256"] == rows["sha256"].iloc[0]].iloc[0]
+    assert store.get_bytes(store.key_of(new["label_uri"])).decode().startswith("2 ")

@@ -53,7 +53,10 @@ def label_config(classes: Sequence[str]) -> str:
     """The labelling interface: one image, one rectangle tool with the platform's classes."""
     labels = "".join(f"<Label value={quoteattr(c)}/>" for c in classes)
     return (
-        f'<View><Image name="{TO_NAME}" value="$image" zoom="true"/>'
+        # The header tells the person why the task is there (an uncertain image, or a label
+        # the champion contradicts): ``data.cv_note``.
+        '<View><Header value="$cv_note" size="5"/>'
+        f'<Image name="{TO_NAME}" value="$image" zoom="true"/>'
         f'<RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</RectangleLabels>'
         "</View>"
     )

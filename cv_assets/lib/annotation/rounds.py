@@ -58,7 +58,9 @@ def task_file(row: Mapping[str, Any]) -> str:
 def prediction_result(boxes: pd.DataFrame, width: int, height: int) -> list[dict[str, Any]]:
     """Label Studio rectangles (percent of the image) from the proposals' normalised centre boxes
     (``class``, ``confidence``, ``cx``, ``cy``, ``w``, ``h``)."""
-    out = []
+    out: list[dict[str, Any]] = []
+    if boxes.empty:
+        return out
     cols = ["class", "confidence", "cx", "cy", "w", "h"]
     for i, (name, conf, cx, cy, w, h) in enumerate(boxes[cols].itertuples(index=False)):
         x, y = (float(cx) - float(w) / 2) * 100, (float(cy) - float(h) / 2) * 100
@@ -88,10 +90,12 @@ def prediction_result(boxes: pd.DataFrame, width: int, height: int) -> list[dict
 def build_tasks(
     round_id: str, chosen: pd.DataFrame, boxes: pd.DataFrame, model_version: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Label Studio tasks for the chosen images (most uncertain first) and the manifest's entries.
+    """Label Studio tasks for the chosen images (in the order given) and the manifest's entries.
 
-    ``chosen``: TASK_COLUMNS; ``boxes``: the proposals' box table (``sha256``, ``class``,
-    ``confidence``, ``cx`` ``cy`` ``w`` ``h``).
+    ``chosen``: TASK_COLUMNS, and optionally ``kind`` (``pool`` or ``label_issue``), ``note``
+    (shown to the person) and ``model_version`` (whose boxes the prediction is: a label issue's
+    prediction is the image's current labels, for the person to correct); ``boxes``: the boxes
+    to predict (``sha256``, ``class``, ``confidence``, ``cx`` ``cy`` ``w`` ``h``).
     """
     by_image = {sha: g for sha, g in boxes.groupby("sha256", sort=False)} if len(boxes) else {}
     tasks, entries = [], []
@@ -99,10 +103,17 @@ def build_tasks(
         mine = by_image[row["sha256"]] if row["sha256"] in by_image else boxes.iloc[0:0]
         file = task_file(row)
         result = prediction_result(mine, int(row["width"]), int(row["height"]))
+        kind = _text(row, "kind") or "pool"
+        note = (
+            _text(row, "note")
+            or f"Unlabelled: the champion is unsure (uncertainty {row['uncertainty']:.2f})"
+        )
         tasks.append(
             {
                 "data": {
                     "image": f"/data/local-files/?d={round_id}/{file}",
+                    "cv_kind": kind,
+                    "cv_note": note,
                     "cv_round": round_id,
                     "cv_sha256": row["sha256"],
                     "cv_batch": row["batch_id"],
@@ -112,15 +123,23 @@ def build_tasks(
                 # Label Studio's "prediction score" sampling shows the lowest score first.
                 "predictions": [
                     {
-                        "model_version": model_version,
+                        "model_version": _text(row, "model_version") or model_version,
                         "score": round(1.0 - float(row["uncertainty"]), 4),
                         "result": result,
                     }
                 ],
             }
         )
-        entries.append({k: row[k] for k in TASK_COLUMNS} | {"file": file, "predicted": result})
+        entries.append(
+            {k: row[k] for k in TASK_COLUMNS} | {"file": file, "kind": kind, "predicted": result}
+        )
     return tasks, entries
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    """An optional text column: rows of a concatenated table hold NaN where theirs had none."""
+    value = row.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def image_file(task: Mapping[str, Any]) -> str:

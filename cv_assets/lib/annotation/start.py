@@ -7,7 +7,9 @@ person is never asked twice for the same image, even one they skipped.
 
 **The choice** is ``select.select_for_labelling``: the most uncertain images, spread out so that
 near-duplicates are not both picked. Only the ``k * spread`` most uncertain candidates are read
-and embedded, so a round's cost does not grow with the pool.
+and embedded, so a round's cost does not grow with the pool. After them come the labelled images
+the review queues rank worst (``label_issues``): their current labels are the prediction, and a
+person corrects them; a correction supersedes the old label when it lands.
 
 **The push** copies the chosen images to ``<files_root>/<round>/`` (Label Studio's local-files
 document root, scoped to the round: the project's storage is that folder only), creates the
@@ -30,12 +32,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from cv_assets.lib.annotation.labelstudio import LabelStudio, LabelStudioError
 from cv_assets.lib.annotation.records import PreAnnotations
 from cv_assets.lib.annotation.rounds import TASK_COLUMNS, build_tasks, task_file
 from cv_assets.lib.annotation.select import image_features, select_for_labelling
 from cv_assets.lib.core import layout
+from cv_assets.lib.core.metrics import read_yolo_truth
 from cv_assets.lib.core.store import ArtifactStore
 
 
@@ -71,6 +75,44 @@ def candidates(
     order = sorted(range(len(pool)), key=lambda i: (-float(pool["uncertainty"].iloc[i]),
                                                      str(pool["sha256"].iloc[i])))  # fmt: skip
     return pool.iloc[order].reset_index(drop=True), pd.concat(boxes, ignore_index=True)
+
+
+def label_issues(
+    store: ArtifactStore,
+    queues: Mapping[str, Mapping[str, Any]],
+    exclude: Iterable[str],
+    limit: int,
+    classes: Sequence[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``limit`` labelled images the review queues rank worst, with their current labels as
+    the boxes a person corrects (``review_queue`` records: ``table`` is the ranked queue)."""
+    if limit <= 0 or not queues:
+        return pd.DataFrame({c: [] for c in TASK_COLUMNS}), pd.DataFrame()
+    items = [_table(store, q["table"]["uri"]).assign(batch_id=b) for b, q in sorted(queues.items())]
+    items = [t for t in items if len(t)]
+    if not items:
+        return pd.DataFrame({c: [] for c in TASK_COLUMNS}), pd.DataFrame()
+    worst = pd.concat(items, ignore_index=True).sort_values(
+        ["score", "sha256"], ascending=[False, True]).drop_duplicates("sha256")  # fmt: skip
+    skip = set(exclude)
+    worst = worst.loc[[s not in skip for s in worst["sha256"]]].head(limit)
+    rows, boxes = [], []
+    for r in worst.to_dict("records"):
+        data = store.get_bytes(store.key_of(str(r["image_uri"])))
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+        rows.append({"sha256": r["sha256"], "stem": r["stem"], "batch_id": r["batch_id"],
+                     "image_uri": r["image_uri"], "width": width, "height": height,
+                     "uncertainty": float(r["score"]), "kind": "label_issue",
+                     "note": f"Check the labels: {r['details']}",
+                     "model_version": "current-labels"})  # fmt: skip
+        truth = read_yolo_truth(store.get_bytes(store.key_of(str(r["label_uri"]))).decode())
+        for c, x1, y1, x2, y2 in truth.tolist():
+            name = classes[int(c)] if int(c) < len(classes) else str(int(c))
+            boxes.append({"sha256": r["sha256"], "stem": r["stem"], "class_id": int(c),
+                          "class": name, "confidence": 1.0, "cx": (x1 + x2) / 2,
+                          "cy": (y1 + y2) / 2, "w": x2 - x1, "h": y2 - y1})  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(boxes)
 
 
 def choose(store: ArtifactStore, pool: pd.DataFrame, k: int, spread: int = 4) -> pd.DataFrame:

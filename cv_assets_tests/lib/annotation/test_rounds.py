@@ -113,3 +113,22 @@ def test_round_ids_sort_by_time_and_differ_when_started_together():
     now = datetime(2026, 11, 30, 10, 15, tzinfo=UTC)
     a, b = new_round_id(now), new_round_id(now)
     assert a.startswith("round-20261130-101500-") and a != b
+
+
+def test_label_issue_tasks_predict_the_current_labels_and_say_why():
+    issue = pd.DataFrame({"sha256": ["h9"], "stem": ["z"], "batch_id": ["b2"], "image_uri": ["u9"],
+                          "width": [100], "height": [50], "uncertainty": [0.7],
+                          "kind": ["label_issue"], "note": ["Check the labels: class_mismatch"],
+                          "model_version": ["current-labels"]})  # fmt: skip
+    both = pd.concat([chosen(), issue], ignore_index=True)  # the pool's rows get NaN there
+    label = boxes().assign(sha256="h9", stem="z", confidence=1.0)
+    tasks, entries = build_tasks(RID, both, pd.concat([boxes(), label]), "champion-v3")
+    kinds = [(t["data"]["cv_kind"], t["predictions"][0]["model_version"]) for t in tasks]
+    assert kinds == [("pool", "champion-v3"), ("pool", "champion-v3"),
+                     ("label_issue", "current-labels")]  # fmt: skip
+    assert tasks[0]["data"]["cv_note"] == "Unlabelled: the champion is unsure (uncertainty 0.90)"
+    assert tasks[2]["data"]["cv_note"] == "Check the labels: class_mismatch"
+    assert [e["kind"] for e in entries] == ["pool", "pool", "label_issue"]
+    # No box anywhere (an empty table without columns): every prediction is empty.
+    bare, _ = build_tasks(RID, chosen(), pd.DataFrame(), "v")
+    assert [t["predictions"][0]["result"] for t in bare] == [[], []]
