@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from cv_assets.lib.ingest.formats import import_batch, is_annotation_file, is_image_place
-from cv_assets.lib.ingest.formats.base import HUMAN, IMPORT_PREFIX, REVIEW, Imported
+from cv_assets.lib.ingest.formats.base import HUMAN, IMPORT_PREFIX, MODEL_PREFIX, REVIEW, Imported
 from cv_assets.lib.ingest.labels import (
     LabelFile,
     LabelLimits,
@@ -64,6 +64,9 @@ class BatchFormat:
     labels: str = "full"
     correction: bool = False  # its labels supersede earlier labels of the same images
     round: bool = False  # collected from a Label Studio annotation round
+    # A model's labels (``model:v<version>``, auto-accepted pre-annotations): no person saw them,
+    # so they are that source, which the dataset snapshot keeps out of val and test.
+    model: str = ""
 
     @classmethod
     def of(cls, marker: Mapping[str, Any]) -> BatchFormat:
@@ -73,12 +76,15 @@ class BatchFormat:
             str(marker.get("labels") or "full"),
             source.startswith((CORRECTION_SOURCE_PREFIX, ROUND_SOURCE_PREFIX)),
             source.startswith(ROUND_SOURCE_PREFIX),
+            source if source.startswith(MODEL_PREFIX) else "",
         )
 
     @property
     def label_source(self) -> str:
         """Provenance of this batch's labels: ``human`` (a YOLO batch or an annotation round),
-        ``import:<format>`` or ``review``."""
+        ``import:<format>``, ``review`` or ``model:<version>``."""
+        if self.model:
+            return self.model
         if self.round:
             return HUMAN
         if self.correction:
