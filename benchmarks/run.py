@@ -17,6 +17,7 @@ from benchmarks import (
     bench_metrics,
     bench_mobile,
     bench_postgres,
+    bench_release,
     bench_selection,
     bench_training,
 )
@@ -35,6 +36,7 @@ DEFAULT = [
     *bench_graphql.BENCHMARKS,
     *bench_selection.BENCHMARKS,
     *bench_labelstudio.BENCHMARKS,
+    *bench_release.BENCHMARKS,
 ]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 

@@ -10,7 +10,8 @@ zone and watches the instance while ``dagster dev`` (webserver + daemon) does th
 4. ``drift_sensor`` requests a retraining on its own (a warm start from v1);
 5. v2 is gated against v1 on the same test split (and in shadow on the newest batches), and is
    promoted or rejected with its reasons;
-6. a summary says what happened and where to look.
+6. a summary says what happened and where to look;
+7. the champion is on the signed ``beta`` channel, and the reference client fetches it.
 """
 
 import json
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from cv_assets.dev.home import REPO, prepare_home
 from cv_assets.dev.procs import stop_group
+from cv_assets.dev.release_check import demo_key, fetch_beta
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.read_side import latest_by_partition, latest_metadata, open_instance
 
@@ -181,6 +183,7 @@ def main() -> int:
     cfg = PlatformConfig.from_env()
     env = AUTOMATION | prepare_home(cfg)  # what the user exported wins
     port = env.get("UI_PORT", "3000")
+    key = demo_key(cfg, env)  # app_release signs the champion's beta manifest with it
     seed = int(time.time()) % 100_000  # each demo run lands new, different batches
     print(f"== cv_assets demo in {cfg.home}")
     _synth(env, seed, BATCHES - 2)
@@ -194,7 +197,11 @@ def main() -> int:
     proc = _start(cfg, env, port)
     t0 = time.monotonic()
     try:
-        return _loop(cfg, env, proc, port, seed)
+        code = _loop(cfg, env, proc, port, seed)
+        print("\n== 7. the app's release channel (cv-assets release show)")
+        _cli(env, "release", "show")
+        print(fetch_beta(cfg, key))
+        return code
     finally:
         _stop(proc)
         print(f"== demo loop took {(time.monotonic() - t0) / 60:.1f} min")

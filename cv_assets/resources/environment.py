@@ -19,8 +19,10 @@ import dagster as dg
 
 from cv_assets.lib.annotation.labelstudio import TOKEN_VAR as LABELSTUDIO_TOKEN_VAR
 from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets.lib.mobile.releases import KEY_VAR as RELEASE_KEY_VAR
 from cv_assets.resources.io_manager import JsonRecordIOManager
 from cv_assets.resources.labelstudio import LabelStudioResource
+from cv_assets.resources.release import ReleaseSigningResource
 from cv_assets.resources.storage import (
     ArtifactStoreResource,
     LandingZoneResource,
@@ -65,6 +67,11 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             artifact_root=cfg.mlflow_artifact_root,
             ui_url=cfg.mlflow_ui_url,
             require_approval=cfg.require_approval,
+        ),
+        "release": ReleaseSigningResource(
+            key_file=cfg.release_key_file,
+            key_pem=secret_from_env(RELEASE_KEY_VAR, cfg.release_key),
+            stable=cfg.release_stable,
         ),
         "labelstudio": LabelStudioResource(
             url=cfg.labelstudio_url,

@@ -8,7 +8,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from cv_assets.lib.core.settings import PlatformConfig
 
 TRAINING_ASSETS = dg.AssetSelection.assets(
-    "training_dataset", "yolo_model", "model_evaluation", "mobile_model", "champion_model"
+    "training_dataset",
+    "yolo_model",
+    "model_evaluation",
+    "mobile_model",
+    "champion_model",
+    "app_release",
 )
 
 

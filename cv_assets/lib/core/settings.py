@@ -49,6 +49,11 @@ class PlatformConfig:
     labelstudio_url: str = "http://127.0.0.1:8080"
     labelstudio_token: str | None = None
     labelstudio_files: str = ""
+    # The release channel's Ed25519 signing key: a file, or the PEM itself (a secret: never
+    # printed; resources get it as dg.EnvVar). ``stable`` follows ``beta`` on its own if "auto".
+    release_key_file: str | None = None
+    release_key: str | None = field(default=None, repr=False)
+    release_stable: str = "manual"
 
     @property
     def dagster_home(self) -> Path:
@@ -112,6 +117,13 @@ class PlatformConfig:
                 e.get("CV_ASSETS_TRAIN_ON_EVENT", ""), "CV_ASSETS_TRAIN_ON_EVENT"
             ),
             sensor_interval_s=int(e.get("CV_ASSETS_SENSOR_INTERVAL", "15")),
+            release_key_file=e.get("CV_ASSETS_RELEASE_KEY_FILE") or None,
+            release_key=e.get("CV_ASSETS_RELEASE_KEY") or None,
+            release_stable=_choice(
+                e.get("CV_ASSETS_RELEASE_STABLE", "manual"),
+                ("manual", "auto"),
+                "CV_ASSETS_RELEASE_STABLE",
+            ),
             labelstudio_url=e.get("CV_ASSETS_LABELSTUDIO_URL", "http://127.0.0.1:8080"),
             labelstudio_token=e.get("CV_ASSETS_LABELSTUDIO_TOKEN") or None,
             labelstudio_files=e.get(
@@ -125,6 +137,12 @@ class PlatformConfig:
                 ).items()
             },
         )
+
+
+def _choice(value: str, allowed: Sequence[str], var: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{var}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 def _flag(value: str) -> bool:

@@ -1,0 +1,1 @@
+"""Code that runs outside the platform, in an app: the reference release-channel client."""
