@@ -261,3 +261,34 @@ def validate_memory() -> Result:
 
 
 BENCHMARKS = [ingest_vs_decode, incremental_ingest, sensor_tick, validate_memory]
+
+
+def train_champion(
+    work: str, batches: int, images: int, seed: int, train: dict[str, Any]
+) -> PlatformConfig:
+    """A real champion in a fresh home under ``work``: synthetic batches through intake, then
+    ``training_job`` with a gate every model passes (the full path: export and file checks)."""
+    import dagster as dg
+
+    from cv_assets.definitions import build_defs
+    from cv_assets.defs.ingest.partitions import BATCHES
+
+    cfg = _home(_fresh(work))
+    instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
+    defs = build_defs(cfg)
+    landed = write_batches(Path(cfg.landing_root), batches, images, seed=seed, size=320)
+    instance.add_dynamic_partitions(BATCHES, [b.batch_id for b in landed])
+    intake = defs.resolve_job_def("intake_job")
+    for b in landed:
+        r = intake.execute_in_process(partition_key=b.batch_id, instance=instance, run_config=QUIET)
+        assert r.success
+    rc = QUIET | {
+        "ops": {
+            "yolo_model": {"config": train},
+            "model_evaluation": {"config": {"min_map50": 0.0}},
+        }
+    }
+    r = defs.resolve_job_def("training_job").execute_in_process(instance=instance, run_config=rc)
+    assert r.success
+    instance.dispose()
+    return cfg

@@ -51,32 +51,9 @@ def _champion() -> tuple[Any, Any, str]:
 
 
 def _train_champion() -> Any:
-    import dagster as dg
+    from benchmarks.bench_intake import train_champion
 
-    from benchmarks.bench_intake import QUIET, _home
-    from cv_assets.definitions import build_defs
-    from cv_assets.defs.ingest.partitions import BATCHES
-    from cv_assets.lib.synth.batches import write_batches
-
-    cfg = _home(_fresh("label_issues_champion"))
-    instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
-    defs = build_defs(cfg)
-    batches = write_batches(Path(cfg.landing_root), 6, 64, seed=57, size=320)
-    instance.add_dynamic_partitions(BATCHES, [b.batch_id for b in batches])
-    intake = defs.resolve_job_def("intake_job")
-    for b in batches:
-        r = intake.execute_in_process(partition_key=b.batch_id, instance=instance, run_config=QUIET)
-        assert r.success
-    rc = QUIET | {
-        "ops": {
-            "yolo_model": {"config": BENCH_TRAIN},
-            "model_evaluation": {"config": {"min_map50": 0.0}},
-        }
-    }
-    r = defs.resolve_job_def("training_job").execute_in_process(instance=instance, run_config=rc)
-    assert r.success
-    instance.dispose()
-    return cfg
+    return train_champion("label_issues_champion", 6, 64, 57, BENCH_TRAIN)
 
 
 # --- the planted batch and the clean batch ------------------------------------------------------
