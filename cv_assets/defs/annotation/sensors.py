@@ -43,11 +43,10 @@ def collect_tick(
     # Writes go to the landing zone exactly as a producer's would (landing_sensor reads it).
     zone = ArtifactStore(landing.root, s3_endpoint_url=landing.s3_endpoint_url)
     client, now = labelstudio.client(), datetime.now(UTC)
-    events, landed = [], []
+    events = []
     for m in rounds:
         out = collect_round(client, store, zone, m, settings.classes, now)
         if out.batch_id:
-            landed.append(out.batch_id)
             context.log.info(f"{out.round_id}: {out.landed_now} task(s) landed as {out.batch_id}")
         meta: dict[str, dg.MetadataValue] = {
             k: dg.MetadataValue.int(v) for k, v in out.counts.items()
@@ -56,4 +55,5 @@ def collect_tick(
         if out.project_deleted:
             meta["project_deleted"] = dg.MetadataValue.bool(True)
         events.append(dg.AssetObservation(asset_key=ROUND_ASSET, metadata=meta))
-    return dg.SensorResult(asset_events=events, cursor=",".join(landed) or context.cursor)
+    # No cursor: what was landed is in each round's collected.json, beside the round.
+    return dg.SensorResult(asset_events=events)
