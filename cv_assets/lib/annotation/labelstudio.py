@@ -3,10 +3,10 @@
 Plain ``requests`` rather than the Label Studio SDK: ``label-studio-sdk`` 2.0 installs beside our
 pins only by bringing black, isort, datamodel-code-generator and a second OpenCV
 (``opencv-python-headless`` next to Ultralytics' ``opencv-python``, two copies of ``cv2`` in one
-environment), for six endpoints. The endpoints used here are Label Studio's stable public API
-(``/api/projects``, ``/api/storages/localfiles``, ``/api/projects/<id>/import``,
-``/api/projects/<id>/export``, ``/api/token/refresh``), checked against the real 1.23.2 server
-in the integration tests.
+environment), for seven endpoints. The endpoints used here are Label Studio's stable public API
+(``/api/version``, ``/api/projects``, ``/api/projects/<id>``, ``/api/storages/localfiles``,
+``/api/projects/<id>/import``, ``/api/projects/<id>/export``, ``/api/token/refresh``), checked
+against the real 1.23.2 server in the integration tests.
 
 **The token** is either a legacy API token (sent as ``Authorization: Token ...``) or a personal
 access token, which is a JWT refresh token that Label Studio trades for a short-lived access
