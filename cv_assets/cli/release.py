@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ class ReleaseCliError(Exception):
 
 
 def keygen(out: Path) -> str:
-    from cv_assets.lib.mobile import channel as ch
+    from cv_assets.lib.mobile.releases import write_key_pair
 
     out = out.expanduser().absolute()
     if out.is_relative_to(REPO) and not _ignored(out):
@@ -42,13 +41,7 @@ def keygen(out: Path) -> str:
         )
     if out.exists():
         raise ReleaseCliError(f"{out} exists: not overwritten")
-    private, public = ch.generate_key()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    pub = out.with_name(out.name + ".pub")
-    pub.write_bytes(public)
+    pub = write_key_pair(out)
     return f"private key {out} (mode 0600), public key {pub}: pin the public key in the app"
 
 

@@ -8,7 +8,6 @@ key the demo pinned, picks its rollout bucket, downloads the ONNX file and check
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from cv_assets.client.release_client import ReleaseClient
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets.lib.mobile.releases import KEY_FILE_VAR, ROOT
+from cv_assets.lib.mobile.releases import KEY_FILE_VAR, ROOT, write_key_pair
 from cv_assets.read_side import open_store
 
 
@@ -24,16 +23,9 @@ def demo_key(cfg: PlatformConfig, env: dict[str, str]) -> Path | None:
     """The key the demo signs with: the user's, else one made once under the (ignored) home."""
     if env.get(KEY_FILE_VAR) or env.get("CV_ASSETS_RELEASE_KEY"):
         return Path(env[KEY_FILE_VAR]) if env.get(KEY_FILE_VAR) else None
-    from cv_assets.lib.mobile import channel as ch
-
     key = cfg.home / "keys" / "release.pem"
     if not key.exists():
-        private, public = ch.generate_key()
-        key.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-        key.with_name(key.name + ".pub").write_bytes(public)
+        write_key_pair(key)
     env[KEY_FILE_VAR] = str(key)
     return key
 

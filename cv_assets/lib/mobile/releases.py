@@ -17,6 +17,7 @@ than the newest it accepted, not versions older than the one it runs.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -92,6 +93,19 @@ def signing_key(pem: str | None, key_file: str | None) -> Any:
         raise ReleaseError(
             f"the release key ({KEY_VAR} or {KEY_FILE_VAR}) is not an Ed25519 private key in PEM"
         ) from None
+
+
+def write_key_pair(path: Path) -> Path:
+    """A new Ed25519 key pair: the private PEM at ``path`` (created 0600, never over an existing
+    file) and the public PEM at ``<path>.pub``, which it returns."""
+    private, public = ch.generate_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    pub = path.with_name(path.name + ".pub")
+    pub.write_bytes(public)
+    return pub
 
 
 def _get(store: ArtifactStore, key: str) -> bytes | None:
