@@ -12,7 +12,7 @@ export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
 .PHONY: install system-deps demo test lint typecheck validate pytest test-fast ui mlflow-ui bench gpu-wheels clean \
-  labelstudio-install labelstudio
+  labelstudio-install labelstudio export-install
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ $(LS_STAMP): deploy/labelstudio/requirements.txt deploy/labelstudio/constraints.
 
 labelstudio-install: $(LS_STAMP)
 
+# The LiteRT and Core ML converters in a virtualenv of their own (lib/mobile/convert_worker.py):
+# coremltools 9.0 fails under our numpy 2.4, and litert-torch pins typing-extensions<4.13.
+EXPORT_VENV := .venv-export
+EXPORT_STAMP := $(EXPORT_VENV)/.installed
+$(EXPORT_STAMP): deploy/export/requirements.txt deploy/export/constraints.txt
+	@test -x $(EXPORT_VENV)/bin/python || $(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  -c deploy/export/constraints.txt -r deploy/export/requirements.txt
+	@touch $@
+
+export-install: $(EXPORT_STAMP)
+
 # Label Studio on 127.0.0.1:8080 (CV_ASSETS_LABELSTUDIO_URL), data under $CV_ASSETS_HOME/labelstudio.
 labelstudio: install labelstudio-install
 	$(BIN)/python -m cv_assets.dev.labelstudio
@@ -42,10 +54,10 @@ system-deps:
 	bash .ci/services.sh
 	bash .ci/browser.sh
 
-demo: install
+demo: install export-install
 	$(BIN)/python -m cv_assets.dev.demo
 
-test: install labelstudio-install system-deps lint typecheck validate pytest
+test: install labelstudio-install export-install system-deps lint typecheck validate pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -70,7 +82,7 @@ pytest: install
 test-fast: install
 	$(BIN)/python -m pytest -m "(unit or asset) and not slow and not integration" $(PYTEST_ARGS)
 
-ui: install
+ui: install export-install
 	$(BIN)/python -c "from cv_assets.dev.home import prepare_home; from cv_assets.lib.core.settings import PlatformConfig; prepare_home(PlatformConfig.from_env())"
 	# dg dev loads the project from pyproject's [tool.dg] (code location `cv_assets`, the name every
 	# cursor and run history is keyed by); workspace.yaml names the same location for `dagster dev`.
@@ -81,7 +93,7 @@ ui: install
 mlflow-ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///$(CV_ASSETS_HOME)/mlflow.db
 
-bench: install
+bench: install export-install
 	$(BIN)/python -m benchmarks.run
 
 # Wheels for the GPU check (benchmarks/gpu_check.sh): what a CUDA machine with PyTorch lacks,

@@ -87,7 +87,7 @@ def _latencies(rounds: int = 15, calls: int = 20) -> dict[str, Any]:
     """
     import torch
 
-    from cv_assets.lib.core.onnx_detect import OnnxDetector
+    from cv_assets.lib.core.onnx_detect import open_detector
     from cv_assets.lib.training.yolo import prepare_ultralytics
 
     c = _champion()
@@ -100,7 +100,9 @@ def _latencies(rounds: int = 15, calls: int = 20) -> dict[str, Any]:
     s = c["imgsz"]
     x = np.random.default_rng(0).random((1, 3, s, s), dtype=np.float32)
     xt = torch.from_numpy(x)
-    dets = {k: OnnxDetector(p, threads=THREADS) for k, p in c["files"].items()}
+    # Every file that runs on this machine: ONNX Runtime's and LiteRT's (Core ML needs Apple's).
+    dets = {k: open_detector(p, threads=THREADS) for k, p in c["files"].items()
+            if k != "mlpackage"}  # fmt: skip
 
     def torch_run() -> None:
         with torch.inference_mode():
@@ -129,7 +131,7 @@ def _latencies(rounds: int = 15, calls: int = 20) -> dict[str, Any]:
     ratios = {
         "onnx_fp32/pytorch": per_round("onnx_fp32", "pytorch"),
         "onnx_int8/onnx_fp32": per_round("onnx_int8", "onnx_fp32"),
-    }
+    } | {f"{k}/onnx_fp32": per_round(k, "onnx_fp32") for k in dets}
     return {k: statistics.median(v) for k, v in samples.items()} | {"ratios": ratios}
 
 
@@ -139,7 +141,7 @@ def _lat() -> dict[str, Any]:
 
 
 def _fmt(lat: dict[str, Any]) -> str:
-    ms = ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items() if k != "ratios")
+    ms = ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items() if k not in ("ratios", "files"))
     return f"median of 15 rounds: {ms}; ratio = median of per-round ratios"
 
 
@@ -248,10 +250,47 @@ def predict_cold_start(repeat: int = 5) -> Result:
     )
 
 
+def mobile_app_files() -> Result:
+    """Every app file side by side: accuracy vs PyTorch, size vs fp32 ONNX, latency (issue 18)."""
+    c, lat = _champion(), _lat()
+    f, ref = c["summary"]["files"], c["summary"]["reference"]["map50_95"]
+    fp32 = f["onnx_fp32"]["bytes"]
+    rows, losses = [], []
+    for fmt, r in f.items():
+        if r.get("check", "parity") == "conversion":
+            rows.append(f"{fmt}: not made ({r['reasons'][0][:80]})")
+            continue
+        size = f"{r['bytes'] / fp32:.2f}x fp32 size"
+        if r.get("check") == "structural":
+            verdict = "pass" if r["passed"] else "FAIL"
+            rows.append(f"{fmt}: structural check {verdict}, {size}, no mAP or latency "
+                        "(Core ML runs only on Apple's systems)")  # fmt: skip
+            continue
+        loss = (ref - r["map50_95"]) * 100
+        if r["passed"]:
+            losses.append(loss)
+        rows.append(f"{fmt}: mAP50-95 {r['map50_95']:.4f} ({-loss:+.2f} points), {size}, "
+                    f"{lat[fmt]:.2f} ms ({lat['ratios'][f'{fmt}/onnx_fp32']:.2f}x fp32)"
+                    + ("" if r["passed"] else " [not shipped]"))  # fmt: skip
+    worst = max(losses)
+    return Result(
+        "mobile_app_files",
+        18,
+        "every shipped app file: the worst mAP50-95 loss vs PyTorch on the test split (same metric "
+        f"code; size vs fp32 ONNX and latency at batch 1, {THREADS} threads, in the details)",
+        worst,
+        "points",
+        "<= 1.0 points",
+        worst <= 1.0,
+        f"PyTorch mAP50-95 {ref:.4f}; " + "; ".join(rows) + f"; {c['source']}, v{c['version']}",
+    )
+
+
 BENCHMARKS = [
     mobile_onnx_latency,
     mobile_int8_latency,
     mobile_int8_accuracy,
     mobile_int8_size,
     predict_cold_start,
+    mobile_app_files,
 ]

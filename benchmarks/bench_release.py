@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from benchmarks.common import QUICK, Result
 from cv_assets.lib.mobile import channel as ch
+from cv_assets.lib.mobile.contract import io_contract
 
 PERCENTS = (1, 5, 10, 25, 50, 100)
 
@@ -25,7 +26,7 @@ def _manifest(percent: float) -> dict:
         channel="stable", model_version="7", sequence=1, previous_version="6",
         files=[{"platform": "onnx", "format": "onnx_int8", "url": ch.file_key("7", "m.onnx"),
                 "sha256": "0" * 64, "size": 1}],
-        contract=ch.io_contract(320, ["square", "circle", "triangle"]), min_app_version="1.0",
+        contract=io_contract(320, ["square", "circle", "triangle"]), min_app_version="1.0",
         rollout_percent=percent, created_at=t0, expires_at=t0 + timedelta(days=30),
     )  # fmt: skip
 

@@ -138,8 +138,35 @@ def check_tracking(uri: str) -> Check:
     return Check("PASS", "MLflow tracking", f"{shown} (a server accepts connections at {where})")
 
 
+def check_export_env(configured: str) -> Check:
+    """The phones' converters (LiteRT, Core ML): a WARN when missing, since only those files
+    are then withheld; the ONNX files and promotions do not need them."""
+    import subprocess
+
+    from cv_assets.lib.mobile.platforms import export_python
+
+    what = "export environment (Android .tflite, iOS .mlpackage)"
+    python = export_python(configured)
+    if python is None or not python.exists():
+        return Check("WARN", what, "not installed: run `make export-install` (or set "
+                     "CV_ASSETS_EXPORT_PYTHON); phone files will be withheld")  # fmt: skip
+    probe = ("from importlib.metadata import version as v; print(', '.join(f'{p} {v(p)}' for p in "
+             "('litert-torch', 'ai-edge-quantizer', 'coremltools', 'numpy')))")  # fmt: skip
+    try:
+        got = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return Check("FAIL", what, f"{python}: {e}")
+    if got.returncode != 0:
+        return Check("FAIL", what, f"{python}: {(got.stderr.strip().splitlines() or ['?'])[-1]}")
+    return Check("PASS", what, f"{python}: {got.stdout.strip()}")
+
+
 def run_doctor(cfg: PlatformConfig) -> list[Check]:
-    return check_versions() + check_offline() + check_storage(cfg)
+    return (
+        check_versions() + check_offline() + check_storage(cfg)
+        + [check_export_env(cfg.export_python)]
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, cfg: PlatformConfig) -> int:

@@ -60,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb.set_defaults(command_module="promote")
 
     pd = sub.add_parser(
-        "predict", help="detections as JSON from the champion's mobile file (onnxruntime only)"
+        "predict", help="detections as JSON from the champion's app file (onnxruntime or LiteRT)"
     )
     pd.add_argument("images", nargs="+", metavar="IMAGE")
-    pd.add_argument("--model", default="champion", help="'champion' or a .onnx/.ort path")
+    pd.add_argument("--model", default="champion", help="'champion' or a .onnx/.ort/.tflite path")
     pd.add_argument(
         "--format",
         default="app",
-        choices=["app", "onnx_fp32", "onnx_int8", "ort"],
+        choices=["app", "onnx_fp32", "onnx_int8", "ort", "tflite", "tflite_int8"],
         help="which of the champion's files (default: the app's file)",
     )
     pd.add_argument("--conf", type=float, default=0.25, help="confidence threshold")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cv_assets.lib.core.onnx_detect import OnnxDetector
     from cv_assets.lib.core.settings import PlatformConfig
 
 
@@ -32,19 +31,26 @@ def _reason(e: BaseException) -> str:
     return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
 
 
-def load_detector(path: Path) -> OnnxDetector:
-    """An ``OnnxDetector`` of ``path``, or ``ModelNotFound("cannot load model PATH: why")``.
+def load_detector(path: Path) -> Any:
+    """A detector of ``path`` (onnxruntime, or LiteRT for ``.tflite``), or
+    ``ModelNotFound("cannot load model PATH: why")``.
 
     onnxruntime refuses what it cannot run (a truncated file, an external-data location that
     leaves the model's folder) with its own exception types, none of them ``OSError``; any of
     them, and a file that loads but is not a detector, is the same one-line refusal.
     """
-    from cv_assets.lib.core.onnx_detect import OnnxDetector
+    from cv_assets.lib.core.onnx_detect import OnnxDetector, open_detector
 
     try:
-        det = OnnxDetector(path)
-        out = det.session.get_outputs()[0].shape
-        if len(det.session.get_inputs()[0].shape) != 4 or len(out) != 3:
+        det = open_detector(path)
+        if isinstance(det, OnnxDetector):
+            shapes = [det.session.get_inputs()[0].shape, det.session.get_outputs()[0].shape]
+        else:  # LiteRT
+            it = det.interpreter
+            shapes = [list(d["shape"]) for d in (*it.get_input_details(),
+                                                 *it.get_output_details()[:1])]  # fmt: skip
+        out = shapes[1]
+        if len(shapes[0]) != 4 or len(out) != 3:
             raise ValueError(
                 f"not a detector: expects input (1, 3, size, size) and output "
                 f"(1, 4 + classes, anchors), has output {out}"
@@ -63,7 +69,8 @@ def resolve_model(
         path = Path(model)
         if not path.is_file():
             raise ModelNotFound(
-                f"cannot load model {model}: no such file (give an .onnx/.ort path or 'champion')"
+                f"cannot load model {model}: no such file (give an .onnx/.ort/.tflite path or "
+                "'champion')"
             )
         return path, {"source": str(path)}
     from cv_assets.lib.tracking.registry import URI_TAGS, read_champion

@@ -95,9 +95,7 @@ def champion_section(reg: Registry) -> dict[str, Any] | None:
         "version": champ.version,
         "weights_uri": champ.weights_uri,
         "weights_sha256": champ.weights_sha256,
-        "onnx_uri": champ.mobile.get("onnx_uri"),
-        "onnx_int8_uri": champ.mobile.get("onnx_int8_uri"),
-        "ort_uri": champ.mobile.get("ort_uri"),
+        **{tag: champ.mobile.get(tag) or None for tag in URI_TAGS.values()},
         "app_format": champ.mobile.get("app_format"),
         "model_card_uri": champ.mobile.get("model_card_uri"),
         "mobile_parity": json.loads(champ.mobile.get("mobile_parity") or "null"),
@@ -107,6 +105,16 @@ def champion_section(reg: Registry) -> dict[str, Any] | None:
         "imgsz": champ.imgsz,
         "dataset_version": champ.dataset_version,
     }
+
+
+def mobile_line(fmt: str, p: dict[str, Any], uri: str | None) -> str:
+    """One app file: its check's numbers and verdict, or why it is not shipped."""
+    if not p["passed"]:
+        return f"{fmt}: NOT SHIPPED ({p.get('why', 'failed its check')})"
+    if p.get("check") == "structural":  # Core ML cannot run on Linux: checked, not measured
+        return f"{fmt}: structural check pass {p['mib']} MiB {uri}"
+    return (f"{fmt}: mAP50-95 {p['map50_95']} ({p['delta_map50_95']:+.4f} vs PyTorch) "
+            f"{p['mib']} MiB {p['latency_ms']} ms pass {uri}")  # fmt: skip
 
 
 def drift_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
@@ -263,13 +271,8 @@ def render_status(s: dict[str, Any]) -> str:
             f"imgsz {c['imgsz']} weights {c['weights_uri']}"
         )
         for fmt, p in (c.get("mobile_parity") or {}).items():
-            uri = c[URI_TAGS[fmt]]
-            lines.append(
-                f"  {fmt}: mAP50-95 {p['map50_95']} ({p['delta_map50_95']:+.4f} vs PyTorch) "
-                f"{p['mib']} MiB {p['latency_ms']} ms {'pass' if p['passed'] else 'FAIL'}"
-                + (" [app]" if fmt == c["app_format"] else "")
-                + f" {uri}"
-            )
+            lines.append(f"  {mobile_line(fmt, p, c.get(URI_TAGS.get(fmt, '')))}"
+                         + (" [app]" if fmt == c["app_format"] else ""))  # fmt: skip
     for e in s["evaluations"][-3:]:
         ci = (
             f", vs v{e['champion_version']}: {e['delta_map50_95']:+.3f} "

@@ -2,7 +2,8 @@
 
 The release root (``releases/`` in the artifact store) is served by a plain static web server on
 127.0.0.1, and ``ReleaseClient`` fetches the manifest, checks its signature against the public
-key the demo pinned, picks its rollout bucket, downloads the ONNX file and checks its sha256.
+key the demo pinned, picks its rollout bucket, downloads its platform's file and checks its
+sha256: one app per platform (ONNX Runtime, Android's LiteRT, iOS's Core ML).
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+# What each platform's app asks for, in order of preference.
+APPS = {"onnx": ("onnx_int8", "onnx_fp32"), "android": ("tflite_int8", "tflite"),
+        "ios": ("mlpackage",)}  # fmt: skip
+
+
 def fetch_beta(cfg: PlatformConfig, key: Path | None) -> str:
-    """One line on what an app on the beta channel gets."""
+    """One line per platform on what an app on the beta channel gets."""
     root = open_store(cfg).local_path(ROOT.rstrip("/"))
     pub = key.with_name(key.name + ".pub") if key else None
     if root is None or not root.is_dir() or pub is None or not pub.exists():
@@ -45,17 +51,20 @@ def fetch_beta(cfg: PlatformConfig, key: Path | None) -> str:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with tempfile.TemporaryDirectory(prefix="demo-app-") as app:
-            client = ReleaseClient(
-                f"http://127.0.0.1:{server.server_address[1]}", pub.read_bytes(), "onnx",
-                ("onnx_int8", "onnx_fp32"), "1.0.0", "demo-install", Path(app), channel="beta",
-            )  # fmt: skip
-            got = client.update()
-            name = got.model_path.name if got.model_path else "-"
-            return (
-                f"   beta: {got.status} v{got.model_version} ({name}): signature, expiry, "
-                f"rollout and sha256 checked by the reference client {got.reason}".rstrip()
-            )
+        lines = []
+        for platform, formats in APPS.items():
+            with tempfile.TemporaryDirectory(prefix="demo-app-") as app:
+                client = ReleaseClient(
+                    f"http://127.0.0.1:{server.server_address[1]}", pub.read_bytes(), platform,
+                    formats, "1.0.0", "demo-install", Path(app), channel="beta",
+                )  # fmt: skip
+                got = client.update()
+                name = got.model_path.name if got.model_path else "-"
+                lines.append(f"   beta {platform}: {got.status} v{got.model_version} ({name}) "
+                             f"{got.reason}".rstrip())  # fmt: skip
+        lines.append("   (each: signature, expiry, rollout and sha256 checked by the reference "
+                     "client)")  # fmt: skip
+        return "\n".join(lines)
     finally:
         server.shutdown()
         server.server_close()

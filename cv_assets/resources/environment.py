@@ -60,6 +60,7 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             retrain_cooldown_s=cfg.retrain_cooldown_s,
             event_train_json=json.dumps(dict(cfg.event_train)) if cfg.event_train else "",
             class_aliases=dict(cfg.class_aliases),
+            export_python=cfg.export_python,
         ),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
         "mlflow": MlflowResource(

@@ -55,6 +55,8 @@ class PlatformSettings(dg.ConfigurableResource):
     event_train_json: str = ""  # training settings a drift/degradation/schedule run adds
     # Other category names of imported annotations -> the platform's class names.
     class_aliases: dict[str, str] = Field(default_factory=dict)
+    # The export environment's python (LiteRT, Core ML); "" is the checkout's .venv-export.
+    export_python: str = ""
 
     def event_run_config(self) -> dict[str, Any]:
         extra = json.loads(self.event_train_json) if self.event_train_json else {}

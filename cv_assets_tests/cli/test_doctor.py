@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cv_assets.cli.doctor import check_export_env
 from cv_assets_tests.support.processes import cli
 
 pytestmark = pytest.mark.unit
@@ -46,3 +47,15 @@ def test_doctor_shows_a_listening_server_with_its_password_masked(cfg):
         f"(a server accepts connections at 127.0.0.1:{port})" in out.stdout
     )
     assert "s3cret" not in out.stdout + out.stderr
+
+
+def test_doctor_names_the_export_environment_or_says_how_to_install_it(tmp_path):
+    here = check_export_env("")
+    assert here.status == "PASS" and "coremltools 9.0" in here.detail and "numpy 2.3" in here.detail
+    missing = check_export_env(str(tmp_path / "nope" / "python"))
+    assert missing.status == "WARN" and "make export-install" in missing.detail
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'ModuleNotFoundError: litert_torch' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    failed = check_export_env(str(broken))
+    assert failed.status == "FAIL" and failed.detail.endswith("ModuleNotFoundError: litert_torch")

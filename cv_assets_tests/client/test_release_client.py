@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cv_assets.client.release_client import ReleaseClient, UpdateResult
 from cv_assets.lib.mobile import channel as ch
+from cv_assets.lib.mobile.contract import io_contract
 from cv_assets_tests.support.release_server import ReleaseServer
 
 pytestmark = pytest.mark.integration
@@ -73,7 +74,7 @@ class Release:
         ]  # fmt: skip
         m = ch.build_manifest(
             channel="stable", model_version=version, sequence=ch.next_sequence(self.get, "stable"),
-            files=files, contract=ch.io_contract(320, ["square", "circle", "triangle"]),
+            files=files, contract=io_contract(320, ["square", "circle", "triangle"]),
             min_app_version=min_app, rollout_percent=rollout, created_at=T0, expires_at=expires,
             previous_version=previous,
         )  # fmt: skip

@@ -85,6 +85,9 @@ def test_dockerfile_target_is_offline_and_healthchecked(target: str) -> None:
     assert "YOLO_OFFLINE=1" in env
     assert "DAGSTER_HOME=/opt/dagster/dagster_home" in env
     assert "CV_ASSETS_HOME=/opt/dagster" in env  # so PlatformConfig.dagster_home is DAGSTER_HOME
+    # The phones' converters: their own environment, built in its own stage, named to the platform.
+    assert "CV_ASSETS_EXPORT_PYTHON=/opt/venv-export/bin/python" in env
+    assert ("COPY", "--from=builder-export /opt/venv-export /opt/venv-export") in ops
     assert any(op == "HEALTHCHECK" and "cv-assets-healthcheck" in arg for op, arg in ops)
     assert any(op == "ENTRYPOINT" and "cv-assets-entrypoint" in arg for op, arg in ops)
 
@@ -92,7 +95,8 @@ def test_dockerfile_target_is_offline_and_healthchecked(target: str) -> None:
 def test_dockerfile_installs_every_package_under_the_constraints() -> None:
     _, stages = dockerfile_stages()
     installs = [arg for _, ops in stages.values() for op, arg in ops if "pip install" in arg]
-    assert len(installs) >= 3  # torch (CPU index), the project (CPU), the project (CUDA)
+    # torch (CPU index), the project (CPU), the project (CUDA), the export environment
+    assert len(installs) >= 4
     for command in installs:
         assert "-c constraints.txt" in command, command
     text = (DEPLOY / "Dockerfile").read_text()

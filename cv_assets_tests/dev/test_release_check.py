@@ -34,8 +34,14 @@ def test_an_app_on_beta_gets_the_published_file_verified(cfg):
     assert "nothing to fetch" in fetch_beta(cfg, key_path)
     store = open_store(cfg)
     onnx = store.put_bytes("mobile/k/model.int8.onnx", b"\x08\x01not really onnx")
-    src = releases.ReleaseSource("4", 320, ["square", "circle"], {"onnx_int8": onnx.uri})
+    tflite = store.put_bytes("mobile/k/model.tflite", b"TFL3 not really a flatbuffer")
+    src = releases.ReleaseSource(
+        "4", 320, ["square", "circle"], {"onnx_int8": onnx.uri, "tflite": tflite.uri}
+    )
     key = ch.load_private_key(key_path.read_bytes())
     releases.publish(store, key, "beta", src, now=datetime.now(UTC))
-    line = fetch_beta(cfg, key_path)
-    assert line.startswith("   beta: installed v4 (") and "model_int8.onnx" in line
+    lines = fetch_beta(cfg, key_path).splitlines()
+    # One app per platform: each gets its own file, and iOS, with no file published, keeps none.
+    assert lines[0].startswith("   beta onnx: installed v4 (v4-model_int8.onnx)")
+    assert lines[1].startswith("   beta android: installed v4 (v4-model.tflite)")
+    assert lines[2].startswith("   beta ios: refused") and "no_file_for_platform" in lines[2]

@@ -1,24 +1,32 @@
-"""The challenger's app files: ONNX fp32, static int8 and .ort, each proven on the test split."""
+"""The challenger's app files: ONNX fp32, int8 and .ort; LiteRT and Core ML; each proven."""
 
 import dagster as dg
 
 from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
-from cv_assets.defs.mobile.checks import INT8_CHECK, PARITY_CHECK, parity_results, parity_table
+from cv_assets.defs.mobile.checks import (
+    INT8_CHECK,
+    PARITY_CHECK,
+    PLATFORM_CHECK,
+    parity_results,
+    parity_table,
+)
 from cv_assets.defs.mobile.config import MobileConfig
 from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.mobile.build import build_mobile_release
 from cv_assets.lib.mobile.export import EXPORT_CODE_VERSION, ExportFailed
+from cv_assets.lib.mobile.platforms import export_python
+from cv_assets.lib.mobile.release import failure_reason
 from cv_assets.lib.training.records import ModelEvaluation, YoloModel
-from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource, PlatformSettings
 
 
 @dg.asset(
     group_name="mobile",
-    kinds={"onnx", "mlflow"},
+    kinds={"onnx", "tflite", "coreml", "mlflow"},
     owners=OWNERS,
     code_version=EXPORT_CODE_VERSION,
-    check_specs=[PARITY_CHECK, INT8_CHECK],
+    check_specs=[PARITY_CHECK, INT8_CHECK, PLATFORM_CHECK],
     automation_condition=downstream_condition(),
 )
 def mobile_model(
@@ -29,8 +37,9 @@ def mobile_model(
     training_dataset: TrainingDataset,
     artifacts: ArtifactStoreResource,
     mlflow: MlflowResource,
+    settings: PlatformSettings,
 ):  # unannotated: with check specs, Dagster would type the output Nothing and skip the IO manager
-    """ONNX fp32, static int8 and .ort app files, each re-evaluated through onnxruntime."""
+    """The app files (ONNX fp32, int8, .ort, LiteRT, Core ML), each proven on the test split."""
     store = artifacts.store
     try:
         rec = build_mobile_release(
@@ -43,6 +52,8 @@ def mobile_model(
             opset=config.opset or None,
             force=config.force,
             mlflow_client=mlflow.client(),
+            export_python=export_python(settings.export_python),
+            platforms=config.platforms,
         )
     except ExportFailed as e:
         # Earlier releases live under their own keys and the champion's tags still name them.
@@ -52,6 +63,9 @@ def mobile_model(
         ) from None
     s, files = rec["summary"], rec["files"]
     context.log.info(f"app file: {s['app_format']} ({s['app_reason']}); reused={rec['reused']}")
+    withheld = {f: failure_reason(r) for f, r in s["files"].items() if not r["passed"]}
+    for fmt, why in withheld.items():
+        context.log.warning(f"{fmt} is not shipped: {why}")
     return dg.MaterializeResult(
         value=rec,
         data_version=dg.DataVersion(rec["key"]),
@@ -64,6 +78,7 @@ def mobile_model(
                 store.get_bytes(store.key_of(rec["model_card"]["uri"])).decode()
             ),
             "usability_report": dg.MetadataValue.path(rec["usability_report"]["uri"]),
+            "withheld": dg.MetadataValue.json(withheld),
             "opset": s["opset"],
             "reused_existing_files": rec["reused"],
         },

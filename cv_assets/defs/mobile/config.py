@@ -45,6 +45,11 @@ class MobileConfig(dg.Config):
         default=100.0, description="per file: batch-1 CPU latency, 2 threads, at most"
     )
     max_file_mb: float = Field(default=25.0, description="per file: size in MiB, at most")
+    platforms: bool = Field(
+        default=True,
+        description="also make the Android (.tflite, fp32 and int8) and iOS (.mlpackage) files, "
+        "in the export environment (make export-install)",
+    )
     force: bool = Field(
         default=False, description="convert again even if files exist for these weights"
     )

@@ -172,9 +172,19 @@ def model_metadata(props: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def open_detector(path: str | Path, threads: int = 2) -> Any:
+    """An ``OnnxDetector`` for ``.onnx``/``.ort``, a LiteRT ``TfliteDetector`` for ``.tflite``:
+    the same ``imgsz``, ``class_names``, ``raw`` and ``detect``."""
+    if Path(path).suffix == ".tflite":
+        from cv_assets.lib.core.litert_detect import TfliteDetector
+
+        return TfliteDetector(path, threads=threads)
+    return OnnxDetector(path, threads=threads)
+
+
 def predict_files(
     path: Path, images: Sequence[str], conf: float = 0.001, iou: float = 0.7, threads: int = 2
 ) -> list[np.ndarray]:
     """Per image ``(M, 6)`` normalised detections, with the same thresholds as evaluation."""
-    det = OnnxDetector(path, threads=threads)
+    det = open_detector(path, threads=threads)
     return [det.detect(read_image(p), conf=conf, iou=iou) for p in images]

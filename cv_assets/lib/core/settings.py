@@ -54,6 +54,8 @@ class PlatformConfig:
     release_key_file: str | None = None
     release_key: str | None = field(default=None, repr=False)
     release_stable: str = "manual"
+    # The export environment's python (LiteRT and Core ML converters; make export-install).
+    export_python: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -124,6 +126,7 @@ class PlatformConfig:
                 ("manual", "auto"),
                 "CV_ASSETS_RELEASE_STABLE",
             ),
+            export_python=e.get("CV_ASSETS_EXPORT_PYTHON", ""),
             labelstudio_url=e.get("CV_ASSETS_LABELSTUDIO_URL", "http://127.0.0.1:8080"),
             labelstudio_token=e.get("CV_ASSETS_LABELSTUDIO_TOKEN") or None,
             labelstudio_files=e.get(

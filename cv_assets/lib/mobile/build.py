@@ -28,6 +28,7 @@ from cv_assets.lib.mobile.export import (
     stamp_metadata,
 )
 from cv_assets.lib.mobile.model_card import model_card
+from cv_assets.lib.mobile.platforms import platform_files
 from cv_assets.lib.mobile.records import MobileModel
 from cv_assets.lib.mobile.release import (
     FILE_NAMES,
@@ -86,11 +87,15 @@ def build_release(
     budgets: Budgets,
     opset: int | None = None,
     meta: dict[str, Any] | None = None,
+    export_python: Path | None = None,
+    platforms: bool = True,
 ) -> Release:
     """Export, quantize and convert ``weights``; judge every file against ``reference``.
 
     Raises ``ExportFailed`` when the fp32 export or the ``.ort`` conversion fails; a failed int8
-    quantization only makes fp32 the app's file.
+    quantization only makes fp32 the app's file. The LiteRT and Core ML files (``platforms``)
+    are made in the export environment ``export_python``; each that fails is recorded and left
+    out, and never fails the release.
     """
     truths = [read_yolo_truth(Path(p).read_text()) for p in test_labels]
     meta = dict(meta or {})
@@ -126,6 +131,11 @@ def build_release(
     ort_path, report = convert_to_ort(src, out_dir / "ort")
     tol = budgets.int8_tolerance if int8_ok else budgets.fp32_tolerance
     files["ort"] = judge("ort", ort_path, tol)
+    if platforms:
+        files |= platform_files(
+            export_python, weights, imgsz, out_dir / "platforms", calibration=calibration,
+            meta=meta, judge=judge, budgets=budgets,
+        )  # fmt: skip
     return Release(
         files, app_format, why, app_format, used_opset, report, reference, budgets, scheme
     )
@@ -149,6 +159,8 @@ def build_mobile_release(
     opset: int | None = None,
     force: bool = False,
     mlflow_client: Any = None,
+    export_python: Path | None = None,
+    platforms: bool = True,
 ) -> MobileModel:
     """Convert the challenger's weights, prove each file, publish them; reuse a finished release.
 
@@ -157,7 +169,7 @@ def build_mobile_release(
     """
 
     w, imgsz = challenger["weights"], int(challenger["params"]["imgsz"])
-    key = release_key(w["sha256"], imgsz, scheme, opset)
+    key = release_key(w["sha256"], imgsz, scheme, opset, platforms)
     record_key = layout.mobile_release(key)
     if store.exists(record_key) and not force:
         return json.loads(store.get_bytes(record_key)) | {"reused": True}
@@ -186,6 +198,8 @@ def build_mobile_release(
             budgets=budgets,
             opset=opset,
             meta=meta,
+            export_python=export_python,
+            platforms=platforms,
         )
         refs = {
             fmt: store.put_file(layout.mobile_file(key, FILE_NAMES[fmt]), f.path)
@@ -210,9 +224,9 @@ def build_mobile_release(
             for fmt in ("onnx_fp32", "onnx_int8"):
                 if (path := release.files[fmt].path) is not None:
                     tracking.log_onnx_model(mlflow_client, run_id, str(path), f"mobile/{fmt}")
-            ort_path = release.files["ort"].path
-            assert ort_path is not None
-            mlflow_client.log_artifact(run_id, str(ort_path), "mobile")
+            for fmt in ("ort", "tflite", "tflite_int8", "mlpackage"):
+                if path := release.files[fmt].path if fmt in release.files else None:
+                    mlflow_client.log_artifact(run_id, str(path), "mobile")
             mlflow_client.log_text(run_id, card, "mobile/MODEL_CARD.md")
             mlflow_client.log_text(run_id, release.usability_report, "mobile/usability_report.txt")
             tracking.log_metrics(mlflow_client, run_id, parity_metrics(release))

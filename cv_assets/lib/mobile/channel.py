@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,9 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 CHANNELS = ("stable", "beta")
 FORMAT = 1  # manifest format version; a client refuses formats it does not know
 PLATFORMS = ("onnx", "android", "ios")
-FILE_FORMATS = ("onnx_int8", "onnx_fp32", "ort", "tflite", "mlpackage")
-# YOLO detect heads predict at strides 8, 16 and 32: one anchor per cell of each grid.
-STRIDES = (8, 16, 32)
+FILE_FORMATS = ("onnx_int8", "onnx_fp32", "ort", "tflite", "tflite_int8", "mlpackage")
 MANIFEST_FIELDS = (
     "format", "channel", "model_version", "sequence", "previous_version", "created_at",
     "expires_at", "min_app_version", "rollout_percent", "contract", "files", "notes",
@@ -61,52 +59,6 @@ class ManifestError(ValueError):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
-
-
-def io_contract(imgsz: int, classes: Sequence[str], conf: float = 0.25, iou: float = 0.7) -> dict:
-    """What an app needs to run the file: the facts ``model_card.py`` states in prose.
-
-    Args:
-        imgsz: the square input side the file was exported at (static shape, batch 1).
-        classes: class names in class-id order.
-        conf: the confidence threshold: keep a box whose best class score exceeds it.
-        iou: class-wise NMS IoU threshold: suppress a box overlapping a better one by more.
-    """
-    if imgsz % max(STRIDES):
-        raise ValueError(f"imgsz {imgsz} is not a multiple of the largest stride {max(STRIDES)}")
-    nc = len(classes)
-    anchors = sum((imgsz // s) ** 2 for s in STRIDES)
-    return {
-        "input": {
-            "name": "images",
-            "shape": [1, 3, imgsz, imgsz],
-            "dtype": "float32",
-            "layout": "NCHW",
-            "colour": "RGB",
-            "scaling": "pixel / 255",
-            "letterbox": {
-                "keep_aspect": True,
-                "scale": f"min({imgsz} / height, {imgsz} / width)",
-                "resize": "bilinear",
-                "pad": "centred",
-                "pad_value": 114,
-            },
-        },
-        "output": {
-            "name": "output0",
-            "shape": [1, 4 + nc, anchors],
-            "dtype": "float32",
-            "format": "per anchor: cx, cy, w, h in input pixels, then one sigmoid score per class",
-            "nms_in_graph": False,
-        },
-        "postprocess": {
-            "score": "best class per anchor",
-            "confidence": conf,
-            "nms": {"iou": iou, "class_wise": True},
-            "undo_letterbox": "subtract the padding, divide by the scale",
-        },
-        "classes": list(classes),
-    }
 
 
 def _time(dt: datetime, name: str) -> str:
@@ -190,6 +142,7 @@ def _check_file(i: int, f: Any) -> None:
     _check(isinstance(sha, str) and bool(_SHA256.fullmatch(sha)),
            f"files[{i}].sha256 must be 64 lowercase hex digits")  # fmt: skip
     _check(_is_int(f["size"]) and f["size"] > 0, f"files[{i}].size must be a positive integer")
+    _check(isinstance(f.get("io", {}), dict), f"files[{i}].io is not an object")
 
 
 def validate_manifest(manifest: Any) -> dict:

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from cv_assets.lib.core.onnx_detect import OnnxDetector, letterbox, read_image
+from cv_assets.lib.core.onnx_detect import OnnxDetector, letterbox, open_detector, read_image
 from cv_assets.lib.training.yolo import prepare_ultralytics
 
 log = logging.getLogger(__name__)
 
-EXPORT_CODE_VERSION = "1"
+EXPORT_CODE_VERSION = "2"  # 2: LiteRT and Core ML files
 
 
 class ExportFailed(RuntimeError):
@@ -215,7 +215,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, str]:
 
 def latency_ms(path: Path, threads: int = 2, runs: int = 30, warmup: int = 5) -> float:
     """Median wall time of one batch-1 inference, preprocessing excluded."""
-    det = OnnxDetector(path, threads=threads)
+    det = open_detector(path, threads=threads)
     blob = np.random.default_rng(0).random((1, 3, det.imgsz, det.imgsz), dtype=np.float32)
     for _ in range(warmup):
         det.raw(blob)

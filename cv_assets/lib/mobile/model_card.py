@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cv_assets.lib.core.report import md_table
-from cv_assets.lib.mobile.release import FORMATS, Release
+from cv_assets.lib.mobile.release import FORMATS, Release, failure_reason
 
 
 def model_card(
@@ -19,22 +19,25 @@ def model_card(
     """The markdown page that goes with a mobile release."""
     rows = []
     for fmt in FORMATS:
-        f = release.files[fmt]
+        if (f := release.files.get(fmt)) is None:
+            continue
+        measured = f.check == "parity" and f.path is not None
         rows.append((
             fmt
             + (" (app)" if fmt == release.app_format else "")
             + (f" (ORT Mobile, from {release.ort_source})" if fmt == "ort" else ""),
-            f"{f.map50:.4f}",
-            f"{f.map50_95:.4f}",
-            f"{f.delta_map50_95:+.4f}",
-            f"{f.latency_ms:.1f}",
-            f"{f.bytes / 2**20:.2f}",
-            "pass" if f.passed else "FAIL",
+            f.check,
+            f"{f.map50:.4f}" if measured else "—",
+            f"{f.map50_95:.4f}" if measured else "—",
+            f"{f.delta_map50_95:+.4f}" if measured else "—",
+            f"{f.latency_ms:.1f}" if measured else "—",
+            f"{f.bytes / 2**20:.2f}" if f.bytes else "—",
+            "pass" if f.passed else "FAIL: " + failure_reason(f.as_dict()),
             hashes.get(fmt, "-")[:12],
         ))  # fmt: skip
     table = md_table(
-        rows, ["file", "mAP50", "mAP50-95", "vs PyTorch", "ms (batch 1, 2 threads)", "MiB",
-               "parity", "sha256"],
+        rows, ["file", "check", "mAP50", "mAP50-95", "vs PyTorch", "ms (batch 1, 2 threads)",
+               "MiB", "verdict", "sha256"],
     )  # fmt: skip
     ref = release.reference
     return f"""# cv_assets detector, {title}
@@ -63,4 +66,11 @@ def model_card(
 - ONNX opset {release.opset}; static batch 1; int8 is static QDQ, per-channel weights,
   calibrated ({release.scheme.method}, {release.scheme.calibration_images} training images),
   with the head's box and score decoding in float.
+- Android: `model.tflite` (fp32) and `model_int8.tflite` (static int8, fp32 input and output)
+  run in LiteRT on the test split like the ONNX files. Their boxes come out as fractions of
+  the input side: multiply by {imgsz}.
+- iOS: `model.mlpackage.zip` holds a Core ML ML program with Apple's NMS in a pipeline (input
+  `image`, outputs `confidence` and `coordinates`, for Vision's `VNCoreMLRequest`). Core ML
+  does not run on Linux, so its check is structural (input, outputs, labels, thresholds,
+  metadata), not a measured mAP.
 """

@@ -19,8 +19,11 @@ from cv_assets.lib.mobile.export import (
     QuantScheme,
 )
 
-FORMATS = ("onnx_fp32", "onnx_int8", "ort")
-FILE_NAMES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "ort": "model.ort"}
+ONNX_FORMATS = ("onnx_fp32", "onnx_int8", "ort")
+FORMATS = (*ONNX_FORMATS, "tflite", "tflite_int8", "mlpackage")
+FILE_NAMES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "ort": "model.ort",
+              "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
+              "mlpackage": "model.mlpackage.zip"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class FileResult:
     tolerance: float = 0.0
     passed: bool = False
     reasons: list[str] = field(default_factory=list)
+    # parity: run on the test split; structural: Core ML, which cannot run here; conversion: no
+    # file was made.
+    check: str = "parity"
+    tool: str = ""  # the converter, for the files made in the export environment
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,21 +92,23 @@ class Release:
         }
 
 
-def release_key(weights_sha256: str, imgsz: int, scheme: QuantScheme, opset: int | None) -> str:
+def release_key(
+    weights_sha256: str, imgsz: int, scheme: QuantScheme, opset: int | None, platforms: bool = True
+) -> str:
     body = {
         "weights": weights_sha256,
         "imgsz": imgsz,
         "scheme": scheme.as_dict(),
         "opset": opset,
         "code": EXPORT_CODE_VERSION,
-    }
+    } | ({} if platforms else {"platforms": False})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parity_metrics(release: Release) -> dict[str, float]:
     out: dict[str, float] = {}
     for fmt, f in release.files.items():
-        if f.path is None:
+        if f.path is None or f.check != "parity":
             continue
         out |= {
             f"{fmt}_map50_95": f.map50_95,
@@ -110,15 +119,25 @@ def parity_metrics(release: Release) -> dict[str, float]:
     return out
 
 
+def failure_reason(f: dict[str, Any]) -> str:
+    """Why a file is not shipped: its first failed rule, or its conversion error."""
+    bad = [r for r in f["reasons"] if "OUTSIDE" in r or r.endswith(": NO")]
+    return "; ".join(bad) or "; ".join(f["reasons"]) or "failed its check"
+
+
 def parity_digest(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per file, what a person checks first (small enough for a registry tag)."""
-    return {
-        fmt: {
+    out = {}
+    for fmt, f in summary["files"].items():
+        d = {
+            "check": f.get("check", "parity"),
             "map50_95": round(f["map50_95"], 4),
             "delta_map50_95": round(f["delta_map50_95"], 4),
             "mib": round(f["bytes"] / 2**20, 2),
             "latency_ms": round(f["latency_ms"], 1),
             "passed": f["passed"],
         }
-        for fmt, f in summary["files"].items()
-    }
+        if not f["passed"]:  # a registry tag holds 5,000 characters: keep each reason short
+            d["why"] = failure_reason(f)[:200]
+        out[fmt] = d
+    return out

@@ -28,13 +28,15 @@ from cryptography.hazmat.primitives import serialization
 
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.mobile import channel as ch
+from cv_assets.lib.mobile.contract import file_io, io_contract
 
 ROOT = "releases/"
 # What each app-file format is for, and the name it is published under.
 PLATFORM = {"onnx_int8": "onnx", "onnx_fp32": "onnx", "ort": "onnx", "tflite": "android",
-            "mlpackage": "ios"}  # fmt: skip
+            "tflite_int8": "android", "mlpackage": "ios"}  # fmt: skip
 FILE_NAME = {"onnx_int8": "model_int8.onnx", "onnx_fp32": "model_fp32.onnx", "ort": "model.ort",
-             "tflite": "model.tflite", "mlpackage": "model.mlpackage.zip"}  # fmt: skip
+             "tflite": "model.tflite", "tflite_int8": "model_int8.tflite",
+             "mlpackage": "model.mlpackage.zip"}  # fmt: skip
 
 
 class ReleaseError(ValueError):
@@ -64,7 +66,7 @@ class ReleaseSource:
         and ``mobile_parity`` (JSON, format -> ``{"passed": ...}``) which files failed."""
         files = {fmt: str(mobile[tag]) for fmt, tag in uri_tags.items() if mobile.get(tag)}
         parity = json.loads(str(mobile.get("mobile_parity") or "{}"))
-        failed = {f: "failed its parity check" for f, v in parity.items()
+        failed = {f: str(v.get("why") or "failed its check") for f, v in parity.items()
                   if isinstance(v, dict) and v.get("passed") is False}  # fmt: skip
         return cls(str(version), int(imgsz), list(classes), files, failed)
 
@@ -138,7 +140,7 @@ def stage_files(store: ArtifactStore, src: ReleaseSource) -> list[dict[str, Any]
         data = store.get_bytes(store.key_of(uri))
         ref = store.put_bytes(ROOT + key, data)
         out.append({"platform": PLATFORM[fmt], "format": fmt, "url": key, "sha256": ref.sha256,
-                    "size": ref.size})  # fmt: skip
+                    "size": ref.size} | file_io(fmt, src.imgsz, src.classes))  # fmt: skip
     if not out:
         raise ReleaseError(f"version {src.version} has no app file that passed its checks")
     return out
@@ -176,7 +178,7 @@ def publish(
     manifest = ch.build_manifest(
         channel=channel, model_version=src.version,
         sequence=ch.next_sequence(lambda k: _get(store, k), channel),
-        files=stage_files(store, src), contract=ch.io_contract(src.imgsz, src.classes),
+        files=stage_files(store, src), contract=io_contract(src.imgsz, src.classes),
         min_app_version=min_app_version, rollout_percent=rollout_percent, created_at=now,
         expires_at=now + ttl, previous_version=previous,
         notes=notes or "; ".join(f"{f} not shipped: {why}" for f, why in src.failed.items()),

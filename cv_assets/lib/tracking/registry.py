@@ -35,11 +35,11 @@ HISTORY_KEY = layout.REGISTRY_HISTORY
 # without importing MLflow. Rewritten on every move of the alias.
 CHAMPION_KEY = layout.REGISTRY_CHAMPION
 # Registry tag holding the URI of each mobile file format.
-URI_TAGS = {"onnx_fp32": "onnx_uri", "onnx_int8": "onnx_int8_uri", "ort": "ort_uri"}
+URI_TAGS = {"onnx_fp32": "onnx_uri", "onnx_int8": "onnx_int8_uri", "ort": "ort_uri",
+            "tflite": "tflite_uri", "tflite_int8": "tflite_int8_uri",
+            "mlpackage": "mlpackage_uri"}  # fmt: skip
 MOBILE_TAGS = (
-    "onnx_uri",
-    "onnx_int8_uri",
-    "ort_uri",
+    *URI_TAGS.values(),
     "app_format",
     "model_card_uri",
     "mobile_parity",

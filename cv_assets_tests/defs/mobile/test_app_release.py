@@ -75,6 +75,22 @@ def test_the_champion_is_published_signed_only_with_a_key_and_the_client_install
         assert got.model_path is not None
         digest = hashlib.sha256(got.model_path.read_bytes()).hexdigest()
         assert digest in shipped.values()
+        # Each phone gets its own file, verified the same way, with the I/O it needs to run it.
+        files = {f["format"]: f for f in champ["files"]}
+        assert files["tflite"]["io"]["output"]["box_scale"] == 64
+        assert files["mlpackage"]["io"]["output"]["nms_in_graph"] is True
+        assert "io" not in files["onnx_fp32"]
+        for platform, formats, names in (
+            ("android", ("tflite_int8", "tflite"), {"v1-model_int8.tflite", "v1-model.tflite"}),
+            ("ios", ("mlpackage",), {"v1-model.mlpackage.zip"}),
+        ):
+            phone = ReleaseClient(
+                server.url, (key.parent / "release.pem.pub").read_bytes(), platform, formats,
+                "1.0.0", "install-1", tmp_path / platform, channel="beta",
+            )  # fmt: skip
+            on_phone = phone.update()
+            assert on_phone.status == "installed" and on_phone.model_path is not None, on_phone
+            assert on_phone.model_path.name in names
         # Materialized again with the same champion: the manifest is not re-signed.
         again = materialized(release_only(cfg, instance), "app_release")
         assert again is not None and again["beta_sequence"] == 1

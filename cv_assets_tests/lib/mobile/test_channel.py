@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cv_assets.lib.mobile import channel as ch
+from cv_assets.lib.mobile.contract import io_contract
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +30,7 @@ def manifest(**over) -> dict:
         "model_version": "3",
         "sequence": 4,
         "files": files(),
-        "contract": ch.io_contract(320, ["square", "circle", "triangle"]),
+        "contract": io_contract(320, ["square", "circle", "triangle"]),
         "min_app_version": "2.4.0",
         "rollout_percent": 10,
         "created_at": T0,
@@ -53,7 +54,7 @@ def reason(fn, *args) -> str:
 
 
 def test_io_contract_states_the_model_cards_facts():
-    c = ch.io_contract(640, ["a", "b"])
+    c = io_contract(640, ["a", "b"])
     assert c["input"]["name"] == "images" and c["input"]["shape"] == [1, 3, 640, 640]
     assert c["input"]["letterbox"]["pad_value"] == 114 and c["input"]["colour"] == "RGB"
     # 80^2 + 40^2 + 20^2 anchors at 640, one row per box coordinate and class
