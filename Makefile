@@ -12,7 +12,7 @@ export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
 .PHONY: install system-deps demo test lint typecheck validate pytest test-fast ui mlflow-ui bench gpu-wheels clean \
-  labelstudio-install labelstudio export-install
+  labelstudio-install labelstudio export-install telemetry
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -118,3 +118,8 @@ gpu-wheels: install
 
 clean:
 	rm -rf $(CV_ASSETS_HOME) .pytest_cache .ruff_cache
+
+# The telemetry ingest service on 127.0.0.1:8090 (CV_ASSETS_TELEMETRY_HOST/_PORT); it needs
+# CV_ASSETS_TELEMETRY_TOKEN. Events spool under $CV_ASSETS_HOME/telemetry/spool.
+telemetry: install
+	$(BIN)/python -m cv_assets.telemetry

@@ -19,6 +19,7 @@ from benchmarks import (
     bench_postgres,
     bench_release,
     bench_selection,
+    bench_telemetry,
     bench_training,
 )
 from benchmarks.common import README, Result, Skipped, save
@@ -37,6 +38,7 @@ DEFAULT = [
     *bench_selection.BENCHMARKS,
     *bench_labelstudio.BENCHMARKS,
     *bench_release.BENCHMARKS,
+    *bench_telemetry.BENCHMARKS,
 ]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 
