@@ -33,6 +33,13 @@ from pathlib import Path
 from typing import Any
 
 META_ENTRY = "cv_assets.json"  # the platform's metadata inside a .tflite (a zip-tolerant file)
+# The ops that decode boxes and scores in litert-torch's names for Ultralytics' Detect head: its
+# own ops (``Detect_23;16``), the DFL, the box normalisation and the output. The convolution
+# branches (``Detect_23/...Sequential...``) are quantized like the rest of the network.
+FLOAT_HEAD = (
+    r".*(Detect_\d+(;|/ultralytics\.nn\.modules\.block\.DFL)|_NormalizeCoords;"
+    r"|serving_default_output).*"
+)
 
 
 def _ultralytics_export(weights: str, imgsz: int, tmp: Path, **kw: Any) -> Path:
@@ -62,8 +69,9 @@ def tflite(req: dict[str, Any], tmp: Path) -> str:
 
 
 def tflite_int8(req: dict[str, Any], tmp: Path) -> str:
-    """Static int8 (int8 weights and activations, fp32 input and output) of the fp32 file,
-    calibrated on the same letterboxed training images as the ONNX int8 file."""
+    """Static int8 (int8 weights and activations, fp32 input and output, the head's decoding in
+    float) of the fp32 file, calibrated on the same letterboxed training images as the ONNX int8
+    file."""
     from ai_edge_quantizer import (  # pyright: ignore[reportMissingImports]: export venv only
         qtyping,
         quantizer,
@@ -86,6 +94,13 @@ def tflite_int8(req: dict[str, Any], tmp: Path) -> str:
         qt.update_quantization_recipe(
             regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE
         )
+    # The head's decoding stays in float, as in the ONNX int8 file: quantizing it cost 7.5 points
+    # of mAP50-95 on the demo's model, keeping it in float gained 0.4 at 0.29x the size.
+    qt.update_quantization_recipe(
+        regex=FLOAT_HEAD,
+        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+        algorithm_key=recipe.AlgorithmName.NO_QUANTIZE,
+    )
     samples = [{"args_0": letterbox(read_image(p), req["imgsz"])[0]} for p in req["calibration"]]
     result = qt.calibrate({"serving_default": samples})
     qt.quantize(calibration_result=result).export_model(req["out"], overwrite=True)

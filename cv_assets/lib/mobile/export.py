@@ -28,7 +28,7 @@ from cv_assets.lib.training.yolo import prepare_ultralytics
 
 log = logging.getLogger(__name__)
 
-EXPORT_CODE_VERSION = "2"  # 2: LiteRT and Core ML files
+EXPORT_CODE_VERSION = "3"  # 2: LiteRT and Core ML files; 3: LiteRT int8 keeps a float head
 
 
 class ExportFailed(RuntimeError):
