@@ -36,8 +36,14 @@ labelstudio-install: $(LS_STAMP)
 # coremltools 9.0 fails under our numpy 2.4, and litert-torch pins typing-extensions<4.13.
 EXPORT_VENV := .venv-export
 EXPORT_STAMP := $(EXPORT_VENV)/.installed
+# torch first, as a CPU build (2.6 GB in all instead of 7 with CUDA's libraries; the files come
+# out the same); where no CPU wheel is at hand, the pair our own environment uses.
+EXPORT_TORCH_CPU := torch==2.13.0+cpu torchvision==0.28.0
+EXPORT_TORCH := torch==2.14.1 torchvision==0.29.1
 $(EXPORT_STAMP): deploy/export/requirements.txt deploy/export/constraints.txt
 	@test -x $(EXPORT_VENV)/bin/python || $(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check $(EXPORT_TORCH_CPU) \
+	  || $(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check $(EXPORT_TORCH)
 	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check \
 	  -c deploy/export/constraints.txt -r deploy/export/requirements.txt
 	@touch $@

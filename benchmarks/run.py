@@ -9,6 +9,7 @@ import time
 from benchmarks import (
     bench_automation,
     bench_drift,
+    bench_field_drift,
     bench_graphql,
     bench_import,
     bench_intake,
@@ -39,6 +40,7 @@ DEFAULT = [
     *bench_labelstudio.BENCHMARKS,
     *bench_release.BENCHMARKS,
     *bench_telemetry.BENCHMARKS,
+    *bench_field_drift.BENCHMARKS,
 ]
 ALL = {fn.__name__: fn for fn in [*DEFAULT, *bench_training.GPU_BENCHMARKS]}
 

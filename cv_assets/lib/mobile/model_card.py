@@ -66,9 +66,9 @@ def model_card(
 - ONNX opset {release.opset}; static batch 1; int8 is static QDQ, per-channel weights,
   calibrated ({release.scheme.method}, {release.scheme.calibration_images} training images),
   with the head's box and score decoding in float.
-- Android: `model.tflite` (fp32) and `model_int8.tflite` (static int8, fp32 input and output, float head)
-  run in LiteRT on the test split like the ONNX files. Their boxes come out as fractions of
-  the input side: multiply by {imgsz}.
+- Android: `model.tflite` (fp32) and `model_int8.tflite` (static int8, fp32 input and
+  output, float head) run in LiteRT on the test split like the ONNX files. Their boxes come
+  out as fractions of the input side: multiply by {imgsz}.
 - iOS: `model.mlpackage.zip` holds a Core ML ML program with Apple's NMS in a pipeline (input
   `image`, outputs `confidence` and `coordinates`, for Vision's `VNCoreMLRequest`). Core ML
   does not run on Linux, so its check is structural (input, outputs, labels, thresholds,
