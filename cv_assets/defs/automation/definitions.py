@@ -4,13 +4,23 @@ import dagster as dg
 
 from cv_assets.defs.automation.conditions import model_freshness, training_dataset_condition
 from cv_assets.defs.automation.schedules import retrain_schedule
-from cv_assets.defs.automation.sensors import degradation_sensor, drift_sensor, retrain_automation
+from cv_assets.defs.automation.sensors import (
+    degradation_sensor,
+    drift_sensor,
+    field_drift_sensor,
+    retrain_automation,
+)
 from cv_assets.lib.core.settings import PlatformConfig
 
 
 def build(cfg: PlatformConfig) -> dg.Definitions:
     return dg.Definitions(
-        sensors=[retrain_automation(cfg), drift_sensor(cfg), degradation_sensor(cfg)],
+        sensors=[
+            retrain_automation(cfg),
+            drift_sensor(cfg),
+            field_drift_sensor(cfg),
+            degradation_sensor(cfg),
+        ],
         schedules=[retrain_schedule(cfg)],
     )
 

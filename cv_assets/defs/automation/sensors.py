@@ -34,7 +34,7 @@ def new_materializations(
             yield rec.storage_id, rec.asset_materialization
 
 
-def _retrain_on_flag(
+def retrain_on_flag(
     context: dg.SensorEvaluationContext,
     settings: PlatformSettings,
     asset: str,
@@ -85,13 +85,37 @@ def drift_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
 
 
 def drift_tick(context: dg.SensorEvaluationContext, settings: PlatformSettings) -> dg.SensorResult:
-    return _retrain_on_flag(
+    return retrain_on_flag(
         context,
         settings,
         "drift_report",
         "drifted",
         "drift",
         {"cv_assets/drift_columns": "drifted_columns", "cv_assets/drift_share": "drift_share"},
+    )
+
+
+def field_drift_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
+    return dg.sensor(
+        name="field_drift_sensor",
+        job_name="training_job",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=cfg.sensor_interval_s,
+        description="Field drift: requests retraining when a cohort of a day's app telemetry "
+        "drifted; one run per day x champion, none within the cooldown after the last training.",
+    )(field_drift_tick)
+
+
+def field_drift_tick(
+    context: dg.SensorEvaluationContext, settings: PlatformSettings
+) -> dg.SensorResult:
+    return retrain_on_flag(
+        context,
+        settings,
+        "field_drift",
+        "drifted",
+        "field_drift",
+        {"cv_assets/drift_cohorts": "drifted_cohorts"},
     )
 
 
@@ -110,7 +134,7 @@ def degradation_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
 def degradation_tick(
     context: dg.SensorEvaluationContext, settings: PlatformSettings
 ) -> dg.SensorResult:
-    return _retrain_on_flag(
+    return retrain_on_flag(
         context,
         settings,
         "champion_performance",

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from cv_assets.defs.monitoring.assets import drift_report
+from cv_assets.defs.monitoring.field import field_drift, field_drift_schedule, field_monitoring_job
 from cv_assets.defs.monitoring.jobs import batch_monitoring_job
 from cv_assets.defs.monitoring.performance import champion_performance
 from cv_assets.defs.monitoring.review import review_queue
@@ -12,7 +13,8 @@ from cv_assets.lib.core.settings import PlatformConfig
 
 def build(cfg: PlatformConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[drift_report, champion_performance, review_queue],
-        jobs=[batch_monitoring_job],
+        assets=[drift_report, champion_performance, review_queue, field_drift],
+        jobs=[batch_monitoring_job, field_monitoring_job],
         sensors=[validated_batch_sensor(cfg)],
+        schedules=[field_drift_schedule(cfg)],
     )
