@@ -23,7 +23,7 @@ from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource, P
 
 @dg.asset(
     group_name="mobile",
-    kinds={"onnx", "tflite", "coreml", "mlflow"},
+    kinds={"onnx", "mlflow"},  # Dagster shows three kinds; s3 takes the third
     owners=OWNERS,
     code_version=EXPORT_CODE_VERSION,
     check_specs=[PARITY_CHECK, INT8_CHECK, PLATFORM_CHECK],
