@@ -34,6 +34,9 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformConfig:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CV_ASSETS_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
+    # The phones' files cost ~30 s per training run; the tests about them turn them on
+    # (cv_assets_tests/defs/mobile, lib/mobile/test_platforms.py).
+    monkeypatch.setenv("CV_ASSETS_PHONE_FILES", "0")
     c = PlatformConfig.from_env()
     prepare_home(c)
     return c

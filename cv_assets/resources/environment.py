@@ -61,6 +61,7 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             event_train_json=json.dumps(dict(cfg.event_train)) if cfg.event_train else "",
             class_aliases=dict(cfg.class_aliases),
             export_python=cfg.export_python,
+            phone_files=cfg.phone_files,
         ),
         "io_manager": JsonRecordIOManager(artifacts=artifacts),
         "mlflow": MlflowResource(

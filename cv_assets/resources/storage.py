@@ -57,6 +57,7 @@ class PlatformSettings(dg.ConfigurableResource):
     class_aliases: dict[str, str] = Field(default_factory=dict)
     # The export environment's python (LiteRT, Core ML); "" is the checkout's .venv-export.
     export_python: str = ""
+    phone_files: bool = True  # CV_ASSETS_PHONE_FILES: make the LiteRT and Core ML files
 
     def event_run_config(self) -> dict[str, Any]:
         extra = json.loads(self.event_train_json) if self.event_train_json else {}

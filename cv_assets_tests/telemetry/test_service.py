@@ -193,7 +193,22 @@ def _send_until_answered(port: int, head: bytes, chunks, limit: int) -> tuple[by
                 break
             sent += len(chunk)
         sock.settimeout(10)
-        return sock.recv(65536), sent
+        # The head and the body may arrive in separate packets: read until the server closes
+        # (it answers 413 with Connection: close) or the body its Content-Length names is in.
+        reply = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not data:
+                break
+            reply += data
+            head_end = reply.find(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", reply[:head_end])
+            if head_end >= 0 and length and len(reply) >= head_end + 4 + int(length[1]):
+                break
+        return reply, sent
 
 
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])

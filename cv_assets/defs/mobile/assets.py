@@ -53,7 +53,7 @@ def mobile_model(
             force=config.force,
             mlflow_client=mlflow.client(),
             export_python=export_python(settings.export_python),
-            platforms=config.platforms,
+            platforms=config.platforms and settings.phone_files,
         )
     except ExportFailed as e:
         # Earlier releases live under their own keys and the champion's tags still name them.

@@ -54,8 +54,10 @@ class PlatformConfig:
     release_key_file: str | None = None
     release_key: str | None = field(default=None, repr=False)
     release_stable: str = "manual"
-    # The export environment's python (LiteRT and Core ML converters; make export-install).
+    # The export environment's python (LiteRT and Core ML converters; make export-install), and
+    # whether the phones' files are made at all (a team whose apps run ONNX Runtime says 0).
     export_python: str = ""
+    phone_files: bool = True
 
     @property
     def dagster_home(self) -> Path:
@@ -127,6 +129,7 @@ class PlatformConfig:
                 "CV_ASSETS_RELEASE_STABLE",
             ),
             export_python=e.get("CV_ASSETS_EXPORT_PYTHON", ""),
+            phone_files=_flag(e.get("CV_ASSETS_PHONE_FILES", "1")),
             labelstudio_url=e.get("CV_ASSETS_LABELSTUDIO_URL", "http://127.0.0.1:8080"),
             labelstudio_token=e.get("CV_ASSETS_LABELSTUDIO_TOKEN") or None,
             labelstudio_files=e.get(

@@ -78,6 +78,10 @@ def convert(
     except subprocess.TimeoutExpired:
         raise ExportFailed(f"{fmt} conversion took longer than {timeout_s:.0f} s") from None
     result = out.with_name(out.name + ".result.json")
+    if proc.returncode < 0:  # a signal (the OOM killer): its last output says nothing of why
+        sig = -proc.returncode
+        raise ExportFailed(f"{fmt} conversion failed: exit status {proc.returncode} (killed by "
+                           f"signal {sig}, e.g. the kernel's out-of-memory killer)")  # fmt: skip
     if proc.returncode != 0 or not result.exists() or not out.exists():
         tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise ExportFailed(tail if fmt in tail else f"{fmt} conversion failed: {tail}")

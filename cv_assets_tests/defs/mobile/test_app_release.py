@@ -3,6 +3,7 @@ real HTTP: nothing is published without a key; with one, the champion goes to be
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_the_champion_is_published_signed_only_with_a_key_and_the_client_install
     small_home, instance, tmp_path, monkeypatch
 ):
     cfg = small_home
-    r = train(cfg, instance)
+    r = train(dataclasses.replace(cfg, phone_files=True), instance)
     assert r.success and materialized(r, "champion_model") is not None
     # No key: the training run succeeds, nothing is published, and the log says how to make one.
     assert materialized(r, "app_release") is None

@@ -49,7 +49,7 @@ def killing_core_ml(tmp_path: Path) -> str:
 def test_champion_gets_proven_mobile_files_that_predict_uses_and_a_killed_converter_costs_one(
     small_home, instance, monkeypatch, tmp_path
 ):
-    cfg = dataclasses.replace(small_home, export_python=killing_core_ml(tmp_path))
+    cfg = dataclasses.replace(small_home, export_python=killing_core_ml(tmp_path), phone_files=True)
     result = train(cfg, instance)
     assert result.success
     mob = materialized(result, "mobile_model")
@@ -82,7 +82,10 @@ def test_champion_gets_proven_mobile_files_that_predict_uses_and_a_killed_conver
     assert not platform.passed and "mlpackage not shipped" in (platform.description or "")
     assert "exit status -9" in str(mob["withheld"])
     text = render_status(collect_status(cfg))
-    assert "mlpackage: NOT SHIPPED (mlpackage conversion failed: exit status -9)" in text
+    assert (
+        "mlpackage: NOT SHIPPED (mlpackage conversion failed: exit status -9 (killed by signal 9"
+        in text
+    )
     assert "tflite: mAP50-95" in text
     # Each file really runs, at the trained size, with the dataset's classes in its metadata.
     for p in paths.values():

@@ -52,10 +52,13 @@ def test_a_converter_that_fails_reports_its_own_reason(tmp_path):
 @pytest.mark.unit
 def test_a_converter_killed_or_hung_is_that_files_failure(tmp_path):
     killed = tmp_path / "python"
-    killed.write_text("#!/bin/sh\nkill -9 $$\n")
+    # It talks first, as a converter does, then dies: the reason must be the signal, not its talk.
+    killed.write_text("#!/bin/sh\necho 'Converting PyTorch Frontend ==> MIL Ops' >&2\nkill -9 $$\n")
     killed.chmod(0o755)
     req = {"format": "tflite", "out": str(tmp_path / "model.tflite")}
-    with pytest.raises(ExportFailed, match=r"tflite conversion failed: exit status -9"):
+    with pytest.raises(
+        ExportFailed, match=r"tflite conversion failed: exit status -9 \(killed by signal 9"
+    ):
         platforms.convert(killed, req)
     hung = tmp_path / "hung"
     hung.write_text("#!/bin/sh\nsleep 30\n")
