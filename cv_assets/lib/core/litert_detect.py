@@ -17,7 +17,9 @@ import numpy as np
 
 from cv_assets.lib.core.onnx_detect import letterbox, postprocess
 
-META_ENTRY = "cv_assets.json"  # written by lib/mobile/convert_worker.py
+# The platform's metadata inside a .tflite (a zip-tolerant file), written by
+# lib/mobile/convert_worker.py.
+META_ENTRY = "cv_assets.json"
 
 
 def tflite_metadata(path: str | Path) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from importlib import metadata as pkg
 from pathlib import Path
 from typing import Any
 
-META_ENTRY = "cv_assets.json"  # the platform's metadata inside a .tflite (a zip-tolerant file)
 # The ops that decode boxes and scores in litert-torch's names for Ultralytics' Detect head: its
 # own ops (``Detect_23;16``), the DFL, the box normalisation and the output. The convolution
 # branches (``Detect_23/...Sequential...``) are quantized like the rest of the network.
@@ -56,6 +55,8 @@ def _ultralytics_export(weights: str, imgsz: int, tmp: Path, **kw: Any) -> Path:
 def _add_tflite_meta(path: Path, meta: dict[str, Any]) -> None:
     # Ultralytics appends its metadata.json the same way: a .tflite is a flatbuffer that tolerates
     # a zip directory at its end, and LiteRT's interpreter ignores it.
+    from cv_assets.lib.core.litert_detect import META_ENTRY  # its reader names the entry
+
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(META_ENTRY, json.dumps(meta, sort_keys=True))
 
