@@ -10,6 +10,9 @@ export DAGSTER_HOME := $(CV_ASSETS_HOME)/dagster_home
 export YOLO_OFFLINE := 1
 export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+# The telemetry service's port for `make telemetry` and `make ui`; unset, the service's own
+# (CV_ASSETS_TELEMETRY_PORT, else 8090).
+TELEMETRY_ENV = $(if $(TELEMETRY_PORT),CV_ASSETS_TELEMETRY_PORT=$(TELEMETRY_PORT))
 
 .PHONY: install system-deps demo test lint typecheck validate pytest test-fast ui mlflow-ui bench gpu-wheels clean \
   labelstudio-install labelstudio export-install telemetry
@@ -88,13 +91,14 @@ pytest: install
 test-fast: install
 	$(BIN)/python -m pytest -m "(unit or asset) and not slow and not integration" $(PYTEST_ARGS)
 
+# `dg dev` on 127.0.0.1:$(UI_PORT) with the telemetry service beside it (cv_assets/dev/ui.py): the
+# service starts first and stops when dg dev exits (Ctrl-C). dg dev loads the project from
+# pyproject's [tool.dg] (code location `cv_assets`, the name every cursor and run history is keyed
+# by); workspace.yaml names the same location for `dagster dev`.
+# The annotation sensor's token: the environment's, else the one `make labelstudio` generated.
 ui: install export-install
-	$(BIN)/python -c "from cv_assets.dev.home import prepare_home; from cv_assets.lib.core.settings import PlatformConfig; prepare_home(PlatformConfig.from_env())"
-	# dg dev loads the project from pyproject's [tool.dg] (code location `cv_assets`, the name every
-	# cursor and run history is keyed by); workspace.yaml names the same location for `dagster dev`.
-	# The annotation sensor's token: the environment's, else the one `make labelstudio` generated.
 	CV_ASSETS_LABELSTUDIO_TOKEN=$${CV_ASSETS_LABELSTUDIO_TOKEN:-$$(cat $(CV_ASSETS_HOME)/labelstudio/token 2>/dev/null)} \
-	  $(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
+	  $(TELEMETRY_ENV) $(BIN)/python -m cv_assets.dev.ui --port $(UI_PORT)
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///$(CV_ASSETS_HOME)/mlflow.db
@@ -125,7 +129,9 @@ gpu-wheels: install
 clean:
 	rm -rf $(CV_ASSETS_HOME) .pytest_cache .ruff_cache
 
-# The telemetry ingest service on 127.0.0.1:8090 (CV_ASSETS_TELEMETRY_HOST/_PORT); it needs
-# CV_ASSETS_TELEMETRY_TOKEN. Events spool under $CV_ASSETS_HOME/telemetry/spool.
+# The telemetry ingest service on 127.0.0.1:8090 (CV_ASSETS_TELEMETRY_HOST, TELEMETRY_PORT). Its
+# token: CV_ASSETS_TELEMETRY_TOKEN, else one generated once into
+# $CV_ASSETS_HOME/telemetry/token (cv_assets/dev/telemetry.py). Events spool under
+# $CV_ASSETS_HOME/telemetry/spool.
 telemetry: install
-	$(BIN)/python -m cv_assets.telemetry
+	$(TELEMETRY_ENV) $(BIN)/python -m cv_assets.dev.telemetry

@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     asub.add_parser("url", help="Label Studio's URL and each round's project")
     an.set_defaults(command_module="annotate")
 
+    au = sub.add_parser("audit", help="the audit set: field frames out to label, labels back in")
+    ausub = au.add_subparsers(dest="audit_command", required=True)
+    aux = ausub.add_parser("export", help="the audit frames nobody labelled yet, as a folder")
+    aux.add_argument("--out", type=Path, help="folder to write (default: ./audit-frames)")
+    aui = ausub.add_parser("import", help="a labelling tool's YOLO export of audit frames")
+    aui.add_argument("folder", type=Path, help="holds labels/<event_id>.txt")
+    aus = ausub.add_parser("status", help="audit frames, labelled ones, the live accuracy")
+    aus.add_argument("--json", action="store_true")
+    au.set_defaults(command_module="audit")
+
     rl = sub.add_parser("release", help="signed release channels (stable, beta) apps fetch from")
     rsub2 = rl.add_subparsers(dest="release_command", required=True)
     kg = rsub2.add_parser("keygen", help="an Ed25519 signing key pair, outside the repository")

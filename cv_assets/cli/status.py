@@ -131,6 +131,36 @@ def drift_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
     ]
 
 
+def field_section(instance: dg.DagsterInstance, days: int = 7) -> dict[str, Any]:
+    """The apps' traffic of the last ``days`` judged days: events, flagged cohorts, frames sent
+    to labelling and to the audit set; and the newest live accuracy on labelled audit frames."""
+    drift = latest_by_partition(instance, "field_drift")
+    samples = latest_by_partition(instance, "field_samples")
+    per_day = [
+        {
+            "day": d,
+            "events": (drift.get(d) or samples.get(d) or {}).get("n_events"),
+            "drifted_cohorts": (drift.get(d) or {}).get("drifted_cohorts") or [],
+            "champion_version": (drift.get(d) or {}).get("champion_version"),
+            # This run's and the day's earlier runs' (late events land in a batch of their own).
+            "frames_to_pool": int((samples.get(d) or {}).get("landed_frames") or 0)
+            + int((samples.get(d) or {}).get("landed_before") or 0),
+            "field_batch": (samples.get(d) or {}).get("field_batch"),
+            "audit_frames": (samples.get(d) or {}).get("audit_frames"),
+        }
+        for d in sorted(set(drift) | set(samples))[-days:]
+    ]
+    recs = instance.fetch_materializations(dg.AssetKey("field_accuracy"), limit=1).records
+    mat = recs[0].asset_materialization if recs else None
+    acc = metadata_of(mat) if mat is not None else {}
+    return {
+        "days": per_day,
+        "audit_labelled": acc.get("labelled_frames"),
+        "audit_frames": acc.get("audit_frames"),
+        "live_accuracy": str(acc.get("live_map50", "")) or None,
+    }
+
+
 def performance_section(instance: dg.DagsterInstance) -> list[dict[str, Any]]:
     """The champion's live accuracy on each batch (newest measurement per batch)."""
     keys = ("map50", "champion_test_map50", "degraded", "in_training_data", "champion_version")
@@ -223,6 +253,7 @@ def collect_status(cfg: PlatformConfig) -> dict[str, Any]:
             "drift": drift_section(instance),
             "performance": performance_section(instance),
             "review": review_section(instance),
+            "field": field_section(instance),
             "trainings": trainings_section(instance),
         }
     finally:
@@ -297,6 +328,17 @@ def render_status(s: dict[str, Any]) -> str:
         )
     for r in s["review"][-5:]:
         lines.append(f"  review {r['batch_id']}: {r['items']} labels to check")
+    f = s["field"]
+    for d in f["days"]:
+        flagged = ", ".join(d["drifted_cohorts"]) or "none"
+        lines.append(
+            f"  field {d['day']}: {d['events']} events vs v{d['champion_version']}, drifted: "
+            f"{flagged}; {d['frames_to_pool']} low-confidence frames to the pool, "
+            f"{d['audit_frames'] or 0} to the audit set"
+        )
+    if f["live_accuracy"]:
+        lines.append(f"  audit: {f['audit_labelled']} of {f['audit_frames']} frames labelled")
+        lines += [f"  {row}" for row in f["live_accuracy"].splitlines() if row.strip()]
     for t in s["trainings"][-5:]:
         on = f" on {t['trigger_batch']}" if t["trigger_batch"] else ""
         lines.append(

@@ -78,6 +78,8 @@ class TelemetryClient:
             retry_after = None
             try:
                 r = self._session.post(self.endpoint, json=body, timeout=self.timeout_s)
+            except requests.exceptions.InvalidJSONError as e:  # NaN or inf: resending won't help
+                raise _Refused(f"the batch is not valid JSON, nothing was sent: {e}") from None
             except requests.RequestException as e:  # refused, reset, timed out: resend
                 last = f"{type(e).__name__}: {e}"
             else:

@@ -8,10 +8,14 @@ zone and watches the instance while ``dagster dev`` (webserver + daemon) does th
    champion v1 and its mobile files appear;
 3. a brightness-shifted batch lands; intake, then ``drift_report`` flags it;
 4. ``drift_sensor`` requests a retraining on its own (a warm start from v1);
-5. v2 is gated against v1 on the same test split (and in shadow on the newest batches), and is
+5. meanwhile yesterday's traffic of a simulated fleet running v1 reaches the telemetry service;
+   ``field_day_sensor`` judges the day: the darker cohort is flagged, its low-confidence frames
+   land in the unlabelled pool, and a simulated person labels the random audit frames, on which
+   the live accuracy is reported;
+6. v2 is gated against v1 on the same test split (and in shadow on the newest batches), and is
    promoted or rejected with its reasons;
-6. a summary says what happened and where to look;
-7. the champion is on the signed ``beta`` channel, and the reference client fetches it.
+7. a summary says what happened and where to look;
+8. the champion is on the signed ``beta`` channel, and the reference client fetches it.
 """
 
 import json
@@ -22,11 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+from cv_assets.dev.fleet import label_audit, rejected_summary, send_day
 from cv_assets.dev.home import REPO, prepare_home
 from cv_assets.dev.procs import stop_group
 from cv_assets.dev.release_check import demo_key, fetch_beta
 from cv_assets.lib.core.settings import PlatformConfig
-from cv_assets.read_side import latest_by_partition, latest_metadata, open_instance
+from cv_assets.read_side import latest_by_partition, latest_metadata, metadata_of, open_instance
 
 TIMEOUT_S = int(os.environ.get("DEMO_TIMEOUT_S", "2400"))
 # Sized to train within ~10 CPU-minutes on 2 cores; the README explains the choice.
@@ -42,7 +47,10 @@ AUTOMATION = {
     "CV_ASSETS_TRAIN_ON_EVENT": json.dumps(ON_EVENT),
     # The initial ~600 images cross N; the shifted batch alone (~128) does not: drift must act.
     "CV_ASSETS_RETRAIN_MIN_IMAGES": "300",
-    "CV_ASSETS_RETRAIN_COOLDOWN_S": "60",
+    # Longer than the field day takes to be judged after v2 starts (about 3 min), shorter than
+    # v1's training (about 10): the field's drift shares v2's retraining instead of a third.
+    "CV_ASSETS_RETRAIN_COOLDOWN_S": "420",
+    "CV_ASSETS_FIELD_SETTLE_S": "0",  # yesterday is judged at once, not 30 min after midnight
     "CV_ASSETS_SENSOR_INTERVAL": "5",
 }
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -82,6 +90,32 @@ class Watch:
 
     def latest(self, asset: str, partition: str | None = None) -> dict | None:
         return latest_metadata(self.instance, asset, partition)
+
+    def skip_reason(self, sensor: str) -> str | None:
+        """What the sensor's newest skipped tick said (None: it never skipped, or never ran)."""
+        from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+
+        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.instigator_name != sensor:
+                continue
+            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
+            for t in ticks:
+                if t.status == TickStatus.SKIPPED and t.skip_reason:
+                    return t.skip_reason
+        return None
+
+    def since(self, t: float, asset: str, partition: str | None = None) -> dict | None:
+        """The newest materialization of ``asset`` after ``t`` (a home may hold older ones)."""
+        import dagster as dg
+
+        flt = dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset),
+            asset_partitions=[partition] if partition is not None else None,
+            after_timestamp=t,
+        )
+        recs = self.instance.fetch_materializations(flt, limit=1).records
+        mat = recs[0].asset_materialization if recs else None
+        return metadata_of(mat) if mat is not None else None
 
 
 def _wait(what: str, done, proc: subprocess.Popen, deadline: float) -> bool:
@@ -146,23 +180,71 @@ def _loop(cfg: PlatformConfig, env: dict[str, str], proc, port: str, seed: int) 
         print("   not flagged: no retraining on drift this time")
         return _summary(cfg, w, env, ui, shifted)
     print("== 4. waiting for drift_sensor's retraining (warm start from the champion)")
+    if not _wait("retraining v2 requested", lambda: bool(w.runs("drift")), proc, deadline):
+        return 1
+    if not _field(cfg, env, w, proc, deadline, seed):
+        return 1
+    print("== 4. (cont.) waiting for the retraining v2 to finish")
     if not _wait("retraining v2", lambda: w.finished("drift"), proc, deadline):
         return 1
     return _summary(cfg, w, env, ui, shifted)
+
+
+def _field(
+    cfg: PlatformConfig, env: dict[str, str], w: Watch, proc, deadline: float, seed: int
+) -> bool:
+    print("== 5. yesterday's traffic of the apps comes back (a simulated fleet running v1)")
+    t0 = time.time()
+    fleet = send_day(cfg, env, seed)
+    print(
+        f"   {fleet.sent} events of {fleet.day} posted to the telemetry service: "
+        f"{fleet.accepted} accepted, {len(fleet.rejected)} rejected "
+        f"({rejected_summary(fleet.rejected)})"
+    )
+    day = fleet.day
+    if not _wait("field_drift", lambda: w.since(t0, "field_samples", day), proc, deadline):
+        return False
+    drift = w.latest("field_drift", fleet.day) or {}
+    print(f"   field drift, {drift.get('n_events')} events: flagged {drift.get('drifted_cohorts')}")
+    samples = w.latest("field_samples", fleet.day) or {}
+    batch = str(samples.get("field_batch", "-"))
+    print(
+        f"   {samples.get('low_confidence_frames')} low-confidence frames landed as {batch}, "
+        f"{samples.get('audit_frames')} random frames in the audit set"
+    )
+    if batch != "-":
+        if not _wait("intake of the field frames", lambda: batch in w.validated(), proc, deadline):
+            return False
+        v = w.latest("validated_batch", batch) or {}
+        print(f"   in the unlabelled pool: {v.get('unlabelled')} of {v.get('landed')} frames")
+    t1 = time.time()
+    labelled = label_audit(cfg, env, fleet.truth)
+    print(f"   a person labelled {len(labelled)} audit frames (cv-assets audit export / import)")
+    if not _wait("live accuracy", lambda: w.since(t1, "field_accuracy"), proc, deadline):
+        return False
+    acc = w.since(t1, "field_accuracy") or {}
+    print(str(acc.get("live_map50", "")).strip())
+    print(f"   cohorts too small for their own interval: {acc.get('cohorts_too_small')}")
+    retrains = w.runs("field_drift")
+    if retrains:
+        print(f"   field_drift_sensor requested retraining run {retrains[0].run_id[:8]}")
+    else:
+        print(f"   field_drift_sensor: {w.skip_reason('field_drift_sensor') or 'no tick yet'}")
+    return True
 
 
 def _summary(cfg: PlatformConfig, w: Watch, env: dict[str, str], ui: str, shifted: str) -> int:
     ev = w.latest("model_evaluation") or {}
     champ = w.latest("champion_model") or {}
     drift = w.latest("drift_report", shifted) or {}
-    print("\n== 5. the gate on the last challenger (same test split as the champion)")
+    print("\n== 6. the gate on the last challenger (same test split as the champion)")
     print(str(ev.get("gate", "")).strip())
     print(str(ev.get("shadow", "")).strip())
     print(str(ev.get("class_changes", "")).strip())
     sizes = ", ".join(f"{k[3:]} {ev[k]}" for k in ("ap_small", "ap_medium", "ap_large") if k in ev)
     print(f"   challenger AP50-95 by object size (model-input pixels): {sizes or 'n/a'}")
     print(f"   champion now: v{champ.get('version')} ({champ.get('action', '')})")
-    print("\n== 6. summary")
+    print("\n== 7. summary")
     _cli(env, "status")
     image = next(iter(sorted((Path(cfg.landing_root) / shifted / "images").glob("*.jpg"))))
     print(f"\n== cv-assets predict --model champion {image.name}")
@@ -198,7 +280,7 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         code = _loop(cfg, env, proc, port, seed)
-        print("\n== 7. the app's release channel (cv-assets release show)")
+        print("\n== 8. the app's release channel (cv-assets release show)")
         _cli(env, "release", "show")
         print(fetch_beta(cfg, key))
         return code

@@ -21,7 +21,10 @@ re-read every 30 s. A version's class count is its ``class_names`` when it was c
 service ran (the pointer names them), else the platform's configured classes.
 
 A background task flushes the spool to the artifact store every ``flush_interval_s`` and once more
-at shutdown. Each batch is logged in one line of counts; payloads and the token never are.
+at shutdown; after each flush it prunes the rows flushed and received more than
+``dedup_window_s`` ago (7 days): an event id resent within the window is a duplicate, one resent
+later is stored again. Each batch is logged in one line of counts; payloads and the token never
+are.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class TelemetrySettings:
     rate: float = 5000.0  # events per second, per token and client address
     burst: float = 10000.0
     flush_interval_s: float = 10.0
+    dedup_window_s: float = 7 * 86400.0  # flushed ids kept this long to catch resent events
     models_refresh_s: float = 30.0
     max_image_bytes: int = MAX_IMAGE_BYTES
 
@@ -82,7 +86,8 @@ class TelemetrySettings:
         cls, cfg: PlatformConfig, env: Mapping[str, str] | None = None
     ) -> TelemetrySettings:
         """``CV_ASSETS_TELEMETRY_TOKEN`` (required), ``_MAX_BYTES``, ``_RATE`` (``5000`` or
-        ``5000/10000``: events per second / burst), ``_FLUSH_S``, ``_MAX_IMAGE_BYTES``."""
+        ``5000/10000``: events per second / burst), ``_FLUSH_S``, ``_DEDUP_WINDOW_S``,
+        ``_MAX_IMAGE_BYTES``."""
         e = os.environ if env is None else env
         token = e.get("CV_ASSETS_TELEMETRY_TOKEN", "")
         if not token.strip():
@@ -111,6 +116,7 @@ class TelemetrySettings:
             rate=rate,
             burst=burst,
             flush_interval_s=_seconds(e, "CV_ASSETS_TELEMETRY_FLUSH_S", 10.0),
+            dedup_window_s=_seconds(e, "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S", 7 * 86400.0),
             max_image_bytes=_positive_int(
                 e, "CV_ASSETS_TELEMETRY_MAX_IMAGE_BYTES", MAX_IMAGE_BYTES
             ),
@@ -216,6 +222,11 @@ def create_app(settings: TelemetrySettings) -> FastAPI:
             state["spool"].flush()
         except Exception as e:  # the events stay spooled; the next flush tries again
             log.warning("telemetry: flush to %s failed, events stay spooled: %s", store.root, e)
+        # Apart from the flush: rows flushed earlier may go even while the store is unreachable.
+        try:
+            state["spool"].prune(settings.dedup_window_s)
+        except Exception as e:  # sqlite (locked, disk full): the rows stay, the next flush prunes
+            log.warning("telemetry: pruning the spool %s failed: %s", settings.spool_dir, e)
 
     async def every(seconds: float, fn: Any) -> None:
         while True:
@@ -232,10 +243,11 @@ def create_app(settings: TelemetrySettings) -> FastAPI:
             asyncio.create_task(every(settings.models_refresh_s, refresh_models)),
         ]
         log.info(
-            "telemetry: spool %s, known models %s, flush every %gs",
+            "telemetry: spool %s, known models %s, flush every %gs, dedup window %gs",
             settings.spool_dir,
             ", ".join(sorted(state["models"])) or "none",
             settings.flush_interval_s,
+            settings.dedup_window_s,
         )
         try:
             yield

@@ -1,11 +1,13 @@
 """The real telemetry service under uvicorn in a child process, spoken to over real HTTP."""
 
+import contextlib
 import json
 import random
 import re
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -261,6 +263,16 @@ def test_client_gives_up_on_a_refusal_that_resending_cannot_fix(server):
         client.send([make_event()])
 
 
+def test_client_refuses_a_batch_it_cannot_encode_without_resending(server):
+    slept: list[float] = []
+    client = TelemetryClient(server.url, TOKEN, batch_size=1, sleep=slept.append)
+    good, bad = make_event(), make_event(latency_ms=float("nan"))
+    with pytest.raises(TelemetryError, match="not valid JSON, nothing was sent") as err:
+        client.send([good, bad])
+    assert err.value.result["accepted"] == 1 and err.value.undelivered == 1
+    assert slept == [] and client.retries == 0
+
+
 def test_client_reports_rejections_at_the_callers_index(server):
     events = [make_event() for _ in range(5)]
     events[3]["os"] = "beos"
@@ -321,6 +333,32 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event_and_duplicates_none(tmp_
     assert acked <= set(ids), f"{len(acked - set(ids))} acknowledged events were lost"
     sent = {e["event_id"] for b in batches[:attempted] for e in b}
     assert set(ids) == sent  # and nothing that was never sent
+
+
+def test_flushed_events_leave_the_spool_after_the_dedup_window(tmp_path):
+    cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": str(tmp_path / "home")})
+    prepare_home(cfg)
+    register_models(cfg)
+    window = {"CV_ASSETS_TELEMETRY_FLUSH_S": "0.2", "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S": "1"}
+    s = TelemetryServer(cfg, tmp_path / "prune.log", **window).start()
+    try:
+        rng = random.Random(16)
+        events = [make_event(rng) for _ in range(20)]
+        assert answer(s.post(batch(*events)))["duplicates"] == 0
+        spool_db = cfg.home / "telemetry" / "spool" / "spool.db"
+        deadline, left = time.monotonic() + 20, -1
+        while left != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with contextlib.closing(sqlite3.connect(spool_db)) as db:
+                left = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        assert left == 0, f"{left} rows still spooled\n{s.tail()}"
+        ids = [r["event_id"] for r in parquet_rows(open_store(cfg))]
+        assert sorted(ids) == sorted(e["event_id"] for e in events)
+        assert "20 flushed events older than 1s pruned" in s.tail()
+        # Past the window the ids are forgotten: the same batch is stored again, as documented.
+        assert answer(s.post(batch(*events)))["duplicates"] == 0
+    finally:
+        s.stop()
 
 
 def test_service_refuses_to_start_without_a_token(home, tmp_path: Path):

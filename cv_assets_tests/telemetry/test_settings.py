@@ -15,6 +15,7 @@ def test_defaults_and_rate_with_burst(tmp_path):
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": str(tmp_path)})
     s = TelemetrySettings.from_env(cfg, {"CV_ASSETS_TELEMETRY_TOKEN": "t0ken"})
     assert (s.max_bytes, s.rate, s.burst, s.flush_interval_s) == (5 * 2**20, 5000, 10000, 10)
+    assert s.dedup_window_s == 604800  # 7 days
     assert s.spool_dir == tmp_path / "telemetry" / "spool"
     assert "t0ken" not in repr(s)
     env = {"CV_ASSETS_TELEMETRY_TOKEN": "t", "CV_ASSETS_TELEMETRY_RATE": "50/75"}
@@ -33,12 +34,26 @@ def test_defaults_and_rate_with_burst(tmp_path):
             {"CV_ASSETS_TELEMETRY_TOKEN": "t", "CV_ASSETS_TELEMETRY_MAX_BYTES": "-1"},
             "MAX_BYTES='-1'",
         ),
+        (
+            {"CV_ASSETS_TELEMETRY_TOKEN": "t", "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S": "0"},
+            "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S='0': expected a number of seconds > 0",
+        ),
+        (
+            {"CV_ASSETS_TELEMETRY_TOKEN": "t", "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S": "-60"},
+            "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S='-60'",
+        ),
     ],
 )
 def test_incomplete_settings_are_refused_naming_the_variable(tmp_path, env, message):
     cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": str(tmp_path)})
     with pytest.raises(ValueError, match=message):
         TelemetrySettings.from_env(cfg, env)
+
+
+def test_dedup_window_is_read_in_seconds(tmp_path):
+    cfg = PlatformConfig.from_env({"CV_ASSETS_HOME": str(tmp_path)})
+    env = {"CV_ASSETS_TELEMETRY_TOKEN": "t", "CV_ASSETS_TELEMETRY_DEDUP_WINDOW_S": "86400"}
+    assert TelemetrySettings.from_env(cfg, env).dedup_window_s == 86400
 
 
 def test_rate_limiter_says_how_long_to_wait():

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from cv_assets import read_side
 from cv_assets.dev.home import REPO
 from cv_assets.dev.procs import stop_group
 from cv_assets.lib.core.settings import PlatformConfig
+from cv_assets_tests.support.field import store_events
 from cv_assets_tests.support.jobs import ingest, train
 from cv_assets_tests.support.processes import cli, free_port
 from cv_assets_tests.ui.lineage_ui import check_lineage_in_ui, metadata_row
@@ -169,7 +171,7 @@ def page() -> Iterator[Any]:
 
 @pytest.mark.timeout(600)
 def test_browser_shows_graph_materializes_from_ui_and_shows_model_metrics(
-    dagster_dev: DagsterDev, instance, page, shots
+    dagster_dev: DagsterDev, cfg: PlatformConfig, instance, page, shots
 ):
     from playwright.sync_api import expect
 
@@ -266,3 +268,49 @@ def test_browser_shows_graph_materializes_from_ui_and_shows_model_metrics(
     seen = check_lineage_in_ui(page, base, json.loads(out.stdout), instance)
     assert len(seen) == 3 + 2  # dataset, weights, mobile files; the two batches
     shots(page, "lineage_batch.png")
+
+    # (e) A day of the apps' traffic: its cohorts and its sampled frames on their asset pages.
+    day, n_events = field_day(cfg, instance)
+    page.goto(f"{base}/assets/field_drift?view=partitions&partition={day}")
+    expect(_cell_of(page, "n_events")).to_have_text(str(n_events))
+    metadata_row(page, "cohorts").get_by_text("[Show Markdown]").click()
+    table = page.get_by_role("dialog")
+    expect(table.get_by_text("DRIFTED").first).to_be_visible()
+    expect(table.get_by_text(re.compile(r"device=moto")).first).to_be_visible()
+    shots(page, "field_drift.png")
+    table.get_by_role("button", name="Close").click()
+    samples = latest_metadata(instance, "field_samples")
+    page.goto(f"{base}/assets/field_samples?view=partitions&partition={day}")
+    for key in ("landed_frames", "audit_frames"):
+        expect(_cell_of(page, key)).to_have_text(str(samples[key]))
+    expect(_cell_of(page, "field_batch")).to_have_text(str(samples["field_batch"]))
+
+
+def _cell_of(page, key: str):
+    return metadata_row(page, key).get_by_role("cell").nth(1)
+
+
+def field_day(cfg: PlatformConfig, instance: dg.DagsterInstance) -> tuple[str, int]:
+    """A day of a small fleet running the champion (the Moto installs' frames darker), stored as
+    the ingest service stores it and judged in process. Ten days back: outside the window of
+    field_day_sensor, so the daemon does not judge it a second time."""
+    from cv_assets.definitions import build_defs
+    from cv_assets.lib.synth.scenes import Shift
+    from cv_assets.lib.telemetry.fleet import FleetCohort, simulate_day
+    from cv_assets.lib.tracking.registry import read_champion
+
+    store = read_side.open_store(cfg)
+    champ = read_champion(store)
+    assert champ is not None
+    onnx = store.local_path(store.key_of(str(champ["mobile"]["onnx_uri"])))
+    day = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%d")
+    events = simulate_day(
+        str(onnx), str(champ["version"]), str(champ["weights_sha256"]), day, installs=120,
+        events_per_install=10, seed=9, cohorts=[FleetCohort("Moto G54", Shift(brightness=-0.3))],
+        frame_size=96, random_share=0.2, consent_share=1.0, workers=2,
+    )  # fmt: skip
+    store_events(cfg, store, events, str(champ["version"]))
+    job = build_defs(cfg).resolve_job_def("field_monitoring_job")
+    rc = {"ops": {"field_drift": {"config": {"min_events": 60}}}}
+    assert job.execute_in_process(partition_key=day, instance=instance, run_config=rc).success
+    return day, len(events)

@@ -6,7 +6,7 @@ run key names the event (batch x champion), so a daemon restart cannot train twi
 the cooldown keeps a burst of flagged batches to one retraining: its dataset holds them all.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -41,19 +41,26 @@ def retrain_on_flag(
     flag: str,
     trigger: str,
     why: dict[str, str],
+    futile: Callable[[dg.DagsterInstance, str], str | None] | None = None,
 ) -> dg.SensorResult:
-    """A training_job request for the first flagged materialization outside the cooldown."""
+    """A training_job request for the first flagged materialization outside the cooldown.
+
+    ``futile(instance, partition)``: why retraining cannot answer this flag, or None.
+    """
     requests, cursor, notes = [], context.cursor, []
     for storage_id, mat in new_materializations(context, asset):
         cursor = str(storage_id)
         meta: dict[str, Any] = {k: v.value for k, v in mat.metadata.items()}
         if mat.partition is None or not meta.get(flag):
             continue
+        if futile is not None and (reason := futile(context.instance, mat.partition)):
+            notes.append(f"{mat.partition}: {trigger}, but {reason}")
+            continue
         started = last_training_start(context.instance, settings.retrain_cooldown_s)
         if started is not None or requests:
             notes.append(
                 f"{mat.partition}: {trigger} within the {settings.retrain_cooldown_s} s cooldown "
-                "of the last training, whose dataset holds it"
+                "of the last training: no second retraining"
             )
             continue
         requests.append(
@@ -84,6 +91,21 @@ def drift_sensor(cfg: PlatformConfig) -> dg.SensorDefinition:
     )(drift_tick)
 
 
+def nothing_labelled(instance: dg.DagsterInstance, batch_id: str) -> str | None:
+    """Why a drifted batch without a labelled image cannot be learnt from (None if it can).
+
+    Its images are in the unlabelled pool: a retraining now would see the same dataset. Field
+    frames sampled for low confidence are such a batch, and drift by their very selection; the
+    field's own drift is judged by field_drift, against cohorts, not against a biased sample.
+    """
+    from cv_assets.read_side import latest_metadata
+
+    meta = latest_metadata(instance, "validated_batch", batch_id) or {}
+    if int(meta.get("accepted", 1) or 0) == 0:
+        return "it holds no labelled image: nothing to retrain on until its frames are labelled"
+    return None
+
+
 def drift_tick(context: dg.SensorEvaluationContext, settings: PlatformSettings) -> dg.SensorResult:
     return retrain_on_flag(
         context,
@@ -92,6 +114,7 @@ def drift_tick(context: dg.SensorEvaluationContext, settings: PlatformSettings) 
         "drifted",
         "drift",
         {"cv_assets/drift_columns": "drifted_columns", "cv_assets/drift_share": "drift_share"},
+        futile=nothing_labelled,
     )
 
 

@@ -58,6 +58,9 @@ class PlatformConfig:
     # whether the phones' files are made at all (a team whose apps run ONNX Runtime says 0).
     export_python: str = ""
     phone_files: bool = True
+    # Field telemetry: a day is judged once it has been over this long (late events from apps'
+    # offline queues); a day that gains events later is judged again.
+    field_settle_s: int = 1800
 
     @property
     def dagster_home(self) -> Path:
@@ -130,6 +133,7 @@ class PlatformConfig:
             ),
             export_python=e.get("CV_ASSETS_EXPORT_PYTHON", ""),
             phone_files=_flag(e.get("CV_ASSETS_PHONE_FILES", "1")),
+            field_settle_s=int(e.get("CV_ASSETS_FIELD_SETTLE_S", "1800")),
             labelstudio_url=e.get("CV_ASSETS_LABELSTUDIO_URL", "http://127.0.0.1:8080"),
             labelstudio_token=e.get("CV_ASSETS_LABELSTUDIO_TOKEN") or None,
             labelstudio_files=e.get(

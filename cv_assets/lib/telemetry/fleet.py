@@ -35,6 +35,7 @@ from PIL import Image
 
 from cv_assets.lib.core.onnx_detect import OnnxDetector
 from cv_assets.lib.ingest.images import image_stats
+from cv_assets.lib.ingest.labels import canonical_label_text
 from cv_assets.lib.synth.scenes import Shift, render_scene
 
 
@@ -57,6 +58,7 @@ DEVICES: tuple[Device, ...] = (
     Device("Moto G54", "android", "13", (("onnxruntime", "cpu"), ("litert", "xnnpack")), 41.0),
 )
 APP_VERSIONS: tuple[str, ...] = ("2.14.1", "2.15.0")
+TRUTH = "_truth"  # a sent frame's true boxes, carried out of the workers, never posted
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _install_events(plan: _DayPlan, index: int, inst: Install) -> list[dict[str,
     detector = _detector(plan.detector_path)
     events = []
     for _ in range(plan.events_per_install):
-        img, _ = render_scene(frames, plan.frame_size, inst.shift)
+        img, boxes = render_scene(frames, plan.frame_size, inst.shift)
         stats = image_stats(img)
         raw = detector.detect(np.asarray(img)[..., ::-1], conf=plan.conf, max_det=plan.top_k)
         dets = _detections(raw)
@@ -197,6 +199,7 @@ def _install_events(plan: _DayPlan, index: int, inst: Install) -> list[dict[str,
         }
         if sampling != "none" and inst.consent_image:
             event["image"] = _jpeg_b64(img)
+            event[TRUTH] = canonical_label_text(boxes)  # what a careful labeller would draw
         events.append(event)
     return events
 
@@ -222,6 +225,7 @@ def simulate_day(
     random_share: float = 0.02,
     consent_share: float = 0.3,
     workers: int = 1,
+    truth: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One day of events from ``installs`` installs, each posting ``events_per_install``.
 
@@ -240,6 +244,8 @@ def simulate_day(
             sampled events carry a JPEG.
         workers: processes that render and detect (each runs the detector on one thread); the
             events are the same for any number.
+        truth: if given, filled with each sent frame's true boxes (event id -> YOLO label text):
+            the labels a person would give it, for a simulated audit.
 
     Returns the events sorted by time.
     """
@@ -260,6 +266,10 @@ def simulate_day(
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             parts = pool.map(_chunk_events, [plan] * workers, chunks)
             events = [e for part in parts for e in part]
+    for e in events:
+        boxes = e.pop(TRUTH, None)
+        if boxes is not None and truth is not None:
+            truth[e["event_id"]] = boxes
     events.sort(key=lambda e: (e["time"], e["event_id"]))
     return events
 

@@ -15,6 +15,13 @@ database: the next flush writes the same rows to the same key again, replacing t
 row is never in two parts. The rows carry an ``AUTOINCREMENT`` sequence beside the ``event_id``
 key (``UNIQUE``): plain SQLite rowids may be reused once rows are pruned, and a reused number
 would name a part that already exists.
+
+``Spool.prune`` deletes flushed rows received more than the dedup window ago (the service's
+``dedup_window_s``, 7 days by default). The window is what the ``UNIQUE`` key deduplicates
+over: an app resends a batch it saw no answer to (at-least-once), and a resent id whose row is
+still here is counted as a duplicate. Once its row is pruned, the same id is stored again and
+reaches a second part, so the window must outlast any app's retries. Rows not yet flushed,
+planned or not, are never pruned. No ``VACUUM``: SQLite reuses the freed pages.
 """
 
 from __future__ import annotations
@@ -207,6 +214,22 @@ class Spool:
         """Events not yet in the artifact store."""
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM events WHERE flushed = 0").fetchone()[0]
+
+    def prune(self, older_than_s: float) -> int:
+        """Deletes the flushed rows received more than ``older_than_s`` seconds ago; how many.
+
+        A pruned event id no longer deduplicates: sent again, it is stored again. A row whose
+        part is planned but not yet marked flushed stays, so a crashed flush still rewrites
+        the whole part.
+        """
+        cutoff = time.time() - older_than_s
+        with self._lock:
+            pruned = self._db.execute(
+                "DELETE FROM events WHERE flushed = 1 AND received_at < ?", (cutoff,)
+            ).rowcount
+        if pruned:
+            log.info("telemetry: %d flushed events older than %gs pruned", pruned, older_than_s)
+        return pruned
 
     def _plan(self) -> None:
         """Assigns every unplanned row to a part key, in one transaction."""

@@ -199,6 +199,19 @@ def test_event_sensors_request_one_retraining_per_event(
     assert "cooldown" in str(cooled.skip_message)
 
 
+def test_drift_on_a_batch_without_labelled_images_does_not_retrain(cfg, instance):
+    # Field frames sampled for low confidence: drifted by their selection, and nothing labelled.
+    _flag(instance, "validated_batch", "field-2026-11-30-0a1b2c3d4e", accepted=0, unlabelled=40)
+    _flag(instance, "drift_report", "field-2026-11-30-0a1b2c3d4e", drifted=True)
+    quiet = _tick(drift_sensor, cfg, instance)
+    assert not quiet.run_requests
+    assert "holds no labelled image: nothing to retrain on" in str(quiet.skip_message)
+    _flag(instance, "validated_batch", "labelled", accepted=30, unlabelled=0)
+    _flag(instance, "drift_report", "labelled", drifted=True)
+    (req,) = _tick(drift_sensor, cfg, instance, quiet.cursor).run_requests or []
+    assert req.run_key == "drift:labelled:v3"
+
+
 def test_event_retraining_carries_the_event_training_settings(cfg, instance):
     _flag(instance, "drift_report", "b1", drifted=True)
     warm = dataclasses.replace(cfg, event_train={"warm_start": True, "epochs": 3})

@@ -11,12 +11,11 @@ import pytest
 from cv_assets.definitions import build_defs
 from cv_assets.defs.automation.sensors import field_drift_sensor
 from cv_assets.lib.synth.scenes import Shift
-from cv_assets.lib.telemetry.contract import validate_batch
 from cv_assets.lib.telemetry.fleet import FleetCohort, simulate_day
-from cv_assets.lib.telemetry.spool import Spool
 from cv_assets.read_side import open_store, registry_for
 from cv_assets.resources.environment import platform_resources
 from cv_assets.resources.storage import PlatformSettings
+from cv_assets_tests.support.field import store_events
 from cv_assets_tests.support.jobs import QUIET, materialized, train
 
 pytestmark = pytest.mark.slow
@@ -39,16 +38,7 @@ def test_a_darker_cohort_of_a_days_traffic_is_flagged_and_retrains_once(small_ho
         seed=3, cohorts=[FleetCohort("Moto G54", Shift(brightness=-0.3))], frame_size=96,
         workers=2,
     )  # fmt: skip
-    # What the ingest service does with a batch: validate it, then spool it.
-    accepted, rejected = validate_batch({"schema_version": 1, "events": events},
-                                        {champ.version: len(cfg.classes)})  # fmt: skip
-    assert not rejected and len(accepted) == len(events)
-    spool = Spool(cfg.home / "telemetry" / "spool", store)
-    try:
-        assert spool.add(accepted) == (len(events), 0)
-        assert spool.flush()
-    finally:
-        spool.close()
+    store_events(cfg, store, events, champ.version)
 
     job = build_defs(cfg).resolve_job_def("field_monitoring_job")
     # About 150 events per cohort (4 device classes x 2 app versions): judge cohorts from 60.

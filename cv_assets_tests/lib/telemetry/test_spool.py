@@ -124,3 +124,96 @@ def test_frames_are_files_in_the_store_and_the_payload_keeps_the_uri(tmp_path, s
     spool.flush()
     (row,) = parquet_rows(store)
     assert row["image_uri"] == store.uri(key)
+
+
+WEEK = 7 * 86400.0
+
+
+def received_earlier(tmp_path, seconds: float, ids) -> None:
+    """Moves the rows of ``ids`` ``seconds`` into the past, as if they had arrived then."""
+    db = sqlite3.connect(tmp_path / "spool" / "spool.db")
+    with db:
+        db.executemany(
+            "UPDATE events SET received_at = received_at - ? WHERE event_id = ?",
+            [(seconds, i) for i in ids],
+        )
+    db.close()
+
+
+def spooled_ids(tmp_path) -> set[str]:
+    db = sqlite3.connect(tmp_path / "spool" / "spool.db")
+    ids = {r[0] for r in db.execute("SELECT event_id FROM events")}
+    db.close()
+    return ids
+
+
+def test_prune_removes_only_flushed_rows_older_than_the_window(tmp_path, store):
+    rng = random.Random(4)
+    old, recent, unflushed = ([make_event(rng) for _ in range(n)] for n in (5, 2, 3))
+    spool = Spool(tmp_path / "spool", store)
+    spool.add([*old, *recent])
+    spool.flush()
+    received_earlier(tmp_path, WEEK + 3600, [e["event_id"] for e in old])
+    spool.add(unflushed)  # arrived as long ago, but never reached the store
+    received_earlier(tmp_path, WEEK + 3600, [e["event_id"] for e in unflushed])
+    assert spool.prune(WEEK) == 5
+    assert spooled_ids(tmp_path) == {e["event_id"] for e in [*recent, *unflushed]}
+    assert spool.pending() == 3
+    assert spool.prune(WEEK) == 0
+    spool.flush()
+    ids = [r["event_id"] for r in parquet_rows(store)]
+    assert sorted(ids) == sorted(e["event_id"] for e in [*old, *recent, *unflushed])
+
+
+def test_prune_keeps_a_part_planned_but_not_marked_flushed(tmp_path, store):
+    rng = random.Random(5)
+    events = [make_event(rng, time="2026-12-01T10:00:00Z") for _ in range(4)]
+    spool = Spool(tmp_path / "spool", store)
+    spool.add(events)
+    (key,) = spool.flush()
+    # The process died after the part was written, before its rows were marked flushed.
+    db = sqlite3.connect(tmp_path / "spool" / "spool.db")
+    with db:
+        db.execute("UPDATE events SET flushed = 0")
+    db.close()
+    received_earlier(tmp_path, WEEK + 3600, [e["event_id"] for e in events])
+    assert spool.prune(WEEK) == 0 and spool.pending() == 4
+    assert spool.flush() == [key]  # the same part, written again whole
+    assert spool.prune(WEEK) == 4 and spooled_ids(tmp_path) == set()
+    assert len(parquet_rows(store)) == 4
+
+
+def test_the_dedup_window_bounds_deduplication(tmp_path, store):
+    rng = random.Random(6)
+    outside, inside = make_event(rng), make_event(rng)
+    spool = Spool(tmp_path / "spool", store)
+    spool.add([outside, inside])
+    spool.flush()
+    received_earlier(tmp_path, WEEK + 3600, [outside["event_id"]])
+    assert spool.prune(WEEK) == 1
+    # Resent: the id inside the window is still a duplicate; the pruned one is stored again.
+    assert spool.add([outside, inside]) == (1, 1)
+    spool.flush()
+    ids = [r["event_id"] for r in parquet_rows(store)]
+    assert ids.count(outside["event_id"]) == 2 and ids.count(inside["event_id"]) == 1
+
+
+def test_part_keys_are_not_reused_after_pruning(tmp_path, store):
+    """Emptied by pruning, a table of plain rowids would number from 1 again and name the first
+    part once more, overwriting it; the AUTOINCREMENT sequence goes on."""
+    rng = random.Random(7)
+    first = [make_event(rng, time="2026-12-01T10:00:00Z") for _ in range(3)]
+    spool = Spool(tmp_path / "spool", store)
+    spool.add(first)
+    earlier = spool.flush()
+    assert earlier == [part_key("2026-12-01", "2", 1, 3)]
+    received_earlier(tmp_path, WEEK + 3600, [e["event_id"] for e in first])
+    assert spool.prune(WEEK) == 3 and spooled_ids(tmp_path) == set()
+    spool.close()
+    reopened = Spool(tmp_path / "spool", store)
+    later = [make_event(rng, time="2026-12-01T11:00:00Z") for _ in range(3)]
+    reopened.add(later)
+    keys = reopened.flush()
+    assert keys == [part_key("2026-12-01", "2", 4, 6)] and not set(keys) & set(earlier)
+    rows = parquet_rows(store)
+    assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in first + later)

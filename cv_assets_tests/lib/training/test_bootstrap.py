@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cv_assets.lib.core.metrics import average_precision, evaluate_detections, match_detections
-from cv_assets.lib.training.bootstrap import paired_bootstrap
+from cv_assets.lib.training.bootstrap import metric_interval, paired_bootstrap
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +125,64 @@ def test_models_scored_on_different_images_are_refused():
     truths = scenes(24, 10)
     with pytest.raises(ValueError, match="10 and 9 prediction arrays for 10 images"):
         paired_bootstrap(sure(truths), sure(truths)[:9], truths, N_CLASSES)
+
+
+def test_perfect_predictions_have_map50_of_one_with_no_spread():
+    truths = scenes(25, 50)
+    r = metric_interval(sure(truths), truths, N_CLASSES, n_resamples=200)
+    assert (r.value, r.low, r.high) == (1.0, 1.0, 1.0)
+    assert r.n_images == 50 and r.n_resamples == 200 and r.metric == "map50"
+
+
+def test_the_single_model_interval_contains_the_full_set_value():
+    truths = scenes(26, 100)
+    for metric in ("map50", "map50_95"):
+        r = metric_interval(noisy(truths, 27), truths, N_CLASSES, metric=metric)
+        assert r.low < r.value < r.high
+        assert 0 < r.high - r.low < 0.5
+
+
+def test_the_single_model_value_is_the_map_evaluate_detections_reports():
+    truths = scenes(28, 80)
+    preds = noisy(truths, 29)
+    m = evaluate_detections(preds, truths, N_CLASSES)
+    r50 = metric_interval(preds, truths, N_CLASSES, n_resamples=20)
+    r95 = metric_interval(preds, truths, N_CLASSES, n_resamples=20, metric="map50_95")
+    assert r50.value == pytest.approx(m.map50, abs=1e-12)
+    assert r95.value == pytest.approx(m.map50_95, abs=1e-12)
+
+
+def test_the_single_model_interval_is_wider_with_fewer_images():
+    def width(n_images: int) -> float:
+        truths = scenes(30, n_images)
+        r = metric_interval(noisy(truths, 31), truths, N_CLASSES, n_resamples=400)
+        return r.high - r.low
+
+    # Ten times the images: about a third of the width (1/sqrt(10)).
+    assert width(200) < 0.6 * width(20)
+
+
+def test_the_same_seed_draws_the_same_single_model_interval():
+    truths = scenes(32, 60)
+    preds = noisy(truths, 33)
+    first = metric_interval(preds, truths, N_CLASSES, n_resamples=300, seed=11)
+    assert metric_interval(preds, truths, N_CLASSES, n_resamples=300, seed=11) == first
+    other = metric_interval(preds, truths, N_CLASSES, n_resamples=300, seed=12)
+    assert (other.low, other.high) != (first.low, first.high) and other.value == first.value
+    record = json.loads(json.dumps(first.as_dict()))
+    fields = {"value", "low", "high", "n_images", "n_resamples", "confidence", "metric"}
+    assert set(record) == fields
+
+
+def test_a_single_model_interval_without_ground_truth_or_with_bad_arguments_is_refused():
+    empty = [np.zeros((0, 5))] * 5
+    fp = [np.array([[0.1, 0.1, 0.3, 0.3, 0.9, 0]])] * 5
+    with pytest.raises(ValueError, match="map50 is undefined: no object it counts in 5 image"):
+        metric_interval(fp, empty, N_CLASSES)
+    truths = scenes(34, 10)
+    with pytest.raises(ValueError, match=r"confidence 1\.5 is outside"):
+        metric_interval(sure(truths), truths, N_CLASSES, confidence=1.5)
+    with pytest.raises(ValueError, match="metric ap_large has no single-model interval"):
+        metric_interval(sure(truths), truths, N_CLASSES, metric="ap_large")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="9 prediction arrays for 10 images"):
+        metric_interval(sure(truths)[:9], truths, N_CLASSES)
