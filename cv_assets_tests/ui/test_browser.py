@@ -271,14 +271,19 @@ def test_browser_shows_graph_materializes_from_ui_and_shows_model_metrics(
 
     # (e) A day of the apps' traffic: its cohorts and its sampled frames on their asset pages.
     day, n_events = field_day(cfg, instance)
+    drift = read_side.latest_metadata(instance, "field_drift", day) or {}
+    assert "device=moto" in str(drift["drifted_cohorts"])
     page.goto(f"{base}/assets/field_drift?view=partitions&partition={day}")
     expect(_cell_of(page, "n_events")).to_have_text(str(n_events))
-    metadata_row(page, "cohorts").get_by_text("[Show Markdown]").click()
-    table = page.get_by_role("dialog")
-    expect(table.get_by_text("DRIFTED").first).to_be_visible()
-    expect(table.get_by_text(re.compile(r"device=moto")).first).to_be_visible()
-    shots(page, "field_drift.png")
-    table.get_by_role("button", name="Close").click()
+    # A partition's page renders its Markdown in place: the cohort table, each verdict.
+    cohorts = metadata_row(page, "cohorts").first
+    for line in re.findall(r"^\|.*\|$", str(drift["cohorts"]), flags=re.M)[2:]:
+        cohort, events, verdict, _cols = (c.strip() for c in line.strip("|").split("|"))
+        row = cohorts.get_by_role("row").filter(has=page.get_by_text(cohort, exact=True))
+        expect(row).to_contain_text(events)
+        expect(row).to_contain_text(verdict)
+    expect(cohorts.get_by_text("DRIFTED").first).to_be_visible()
+    shots(page, "field_drift.png", readme=True)
     samples = latest_metadata(instance, "field_samples")
     page.goto(f"{base}/assets/field_samples?view=partitions&partition={day}")
     for key in ("landed_frames", "audit_frames"):
