@@ -56,24 +56,54 @@ class FleetDay:
     truth: dict[str, str] = field(default_factory=dict)  # sent frame -> its true boxes
 
 
-def send_day(cfg: PlatformConfig, env: dict[str, str], seed: int) -> FleetDay:
-    """Yesterday (UTC) of the fleet, posted to a telemetry service started for it."""
+def make_day(
+    cfg: PlatformConfig, seed: int, day: str, installs: int = INSTALLS
+) -> tuple[FleetDay, list[dict], list[dict]]:
+    """The fleet's events of ``day`` running the champion's ONNX file, and the faulty build's."""
     store = open_store(cfg)
     champ = read_champion(store)
     if champ is None or not champ.get("mobile", {}).get("onnx_uri"):
         raise RuntimeError("no champion with an ONNX file: the fleet has nothing to run")
     onnx = local_file(store, str(champ["mobile"]["onnx_uri"]), cfg.home / "cache")
-    version = str(champ["version"])
-    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
-    out = FleetDay(day, version)
+    out = FleetDay(day, str(champ["version"]))
     events = simulate_day(
-        str(onnx), version, str(champ["weights_sha256"]), day, installs=INSTALLS,
+        str(onnx), out.model_version, str(champ["weights_sha256"]), day, installs=installs,
         events_per_install=EVENTS_PER_INSTALL, seed=seed, cohorts=[SHIFTED], frame_size=320,
         random_share=0.1, workers=2, truth=out.truth,
     )  # fmt: skip
-    bad = malformed_events(MALFORMED, seed=seed, model_version=version)
+    bad = malformed_events(MALFORMED, seed=seed, model_version=out.model_version)
     for e in bad:  # the faulty build's events are of the same day
         e["time"] = day + e["time"][10:]
+    return out, events, bad
+
+
+def post_day(out: FleetDay, url: str, token: str, events: list[dict], bad: list[dict]) -> None:
+    """Posts the good events with the reference client, then the faulty build's batch as that app
+    wrote it: its NaN box is not valid JSON, which the reference client refuses to send, and the
+    service judges it per event."""
+    client = TelemetryClient(url, token)
+    try:
+        answer = client.send(events)
+    finally:
+        client.close()
+    body = json.dumps({"schema_version": 1, "events": bad})
+    r = requests.post(f"{url.rstrip('/')}/v1/events", data=body, timeout=60,
+                      headers={"Authorization": f"Bearer {token}",
+                               "Content-Type": "application/json"})  # fmt: skip
+    r.raise_for_status()
+    faulty = r.json()
+    out.sent = len(events) + len(bad)
+    out.accepted = answer["accepted"] + faulty["accepted"]
+    out.rejected = answer["rejected"] + faulty["rejected"]
+
+
+def yesterday() -> str:
+    return (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+
+
+def send_day(cfg: PlatformConfig, env: dict[str, str], seed: int) -> FleetDay:
+    """Yesterday (UTC) of the fleet, posted to a telemetry service started for it."""
+    out, events, bad = make_day(cfg, seed, yesterday())
     port, token = _free_port(), secrets.token_urlsafe(24)
     service_env = {"CV_ASSETS_TELEMETRY_TOKEN": token, "CV_ASSETS_TELEMETRY_PORT": str(port),
                    "CV_ASSETS_TELEMETRY_FLUSH_S": "2"}  # fmt: skip
@@ -89,22 +119,9 @@ def send_day(cfg: PlatformConfig, env: dict[str, str], seed: int) -> FleetDay:
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, proc)
-        client = TelemetryClient(url, token)
-        answer = client.send(events)
-        client.close()
-        # The faulty build's batch goes as that app wrote it: its NaN box is not valid JSON, which
-        # the reference client refuses to send, and the service judges per event.
-        body = json.dumps({"schema_version": 1, "events": bad})
-        r = requests.post(f"{url}/v1/events", data=body, timeout=60,
-                          headers={"Authorization": f"Bearer {token}",
-                                   "Content-Type": "application/json"})  # fmt: skip
-        r.raise_for_status()
-        faulty = r.json()
+        post_day(out, url, token, events, bad)
     finally:
         stop_group(proc, signal.SIGTERM)  # the service flushes its spool on the way out
-    out.sent = len(events) + len(bad)
-    out.accepted = answer["accepted"] + faulty["accepted"]
-    out.rejected = answer["rejected"] + faulty["rejected"]
     return out
 
 
@@ -147,3 +164,33 @@ def rejected_summary(rejected: list[dict]) -> str:
 
 def frame_count(path: Path) -> int:
     return sum(1 for _ in (path / "images").glob("*")) if (path / "images").is_dir() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cv_assets.dev.fleet``: a day of the simulated fleet, posted to a running
+    telemetry service (``make ui`` or ``make telemetry``) with the home's token."""
+    import argparse
+    import os
+    import time
+
+    from cv_assets.dev.telemetry import service_token
+
+    p = argparse.ArgumentParser(prog="python -m cv_assets.dev.fleet", description=main.__doc__)
+    p.add_argument("--url", default="http://127.0.0.1:8090", help="the telemetry service")
+    p.add_argument("--day", default=yesterday(), help="YYYY-MM-DD (default: yesterday, UTC)")
+    p.add_argument("--installs", type=int, default=INSTALLS, help="installs, 10 events each")
+    p.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
+    args = p.parse_args(argv)
+    cfg = PlatformConfig.from_env()
+    token, _ = service_token(cfg.home, os.environ)
+    out, events, bad = make_day(cfg, args.seed, args.day, args.installs)
+    post_day(out, args.url, token, events, bad)
+    print(f"{out.sent} events of {out.day} from {args.installs} installs running "
+          f"v{out.model_version} (the Moto installs' frames darker): {out.accepted} accepted, "
+          f"{len(out.rejected)} rejected ({rejected_summary(out.rejected)})")  # fmt: skip
+    print("field_day_sensor judges the day once it has been over CV_ASSETS_FIELD_SETTLE_S")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
