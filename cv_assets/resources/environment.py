@@ -75,6 +75,9 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             key_pem=secret_from_env(RELEASE_KEY_VAR, cfg.release_key),
             stable=cfg.release_stable,
         ),
+        # yolo_model's training process (defs/training/pipes.py); a deployment binds a Kubernetes
+        # or ECS Pipes client under the same key.
+        "pipes": dg.PipesSubprocessClient(),
         "labelstudio": LabelStudioResource(
             url=cfg.labelstudio_url,
             token=secret_from_env(LABELSTUDIO_TOKEN_VAR, cfg.labelstudio_token),

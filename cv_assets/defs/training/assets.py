@@ -1,5 +1,6 @@
 """Training assets: the challenger's weights, its evaluation against the champion, the champion."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +11,8 @@ from cv_assets.defs.training.champion import champion_metadata
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
 from cv_assets.defs.training.config import GateConfig, TrainConfig, gate_config, train_config
 from cv_assets.defs.training.metadata import evaluation_metadata, model_metadata, test_metrics
-from cv_assets.lib.core.files import local_file, scratch_dir
+from cv_assets.defs.training.pipes import TrainingRetryable, train_in_worker, worker_extras
+from cv_assets.lib.core.files import scratch_dir
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.dataset.snapshot import DatasetTooSmall, check_trainable
@@ -22,7 +24,6 @@ from cv_assets.lib.training.promotion import (
     decide_champion,
 )
 from cv_assets.lib.training.records import ChampionModel, ModelEvaluation, YoloModel
-from cv_assets.lib.training.search import Search, train_searching
 from cv_assets.lib.training.train import TRAIN_CODE_VERSION, evaluate_challenger
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
 
@@ -69,8 +70,10 @@ def yolo_model_asset(config_class: type[TrainConfig]) -> dg.AssetsDefinition:
         training_dataset: TrainingDataset,
         artifacts: ArtifactStoreResource,
         mlflow: MlflowResource,
+        pipes: dg.PipesSubprocessClient,
     ) -> dg.MaterializeResult[YoloModel]:
         """YOLO weights trained offline from a model YAML on one dataset version, in MLflow."""
+        # The training runs in its own process through Dagster Pipes (defs/training/pipes.py).
         config, store = config_class(**context.op_config), artifacts.store
         try:
             check_trainable(
@@ -82,24 +85,27 @@ def yolo_model_asset(config_class: type[TrainConfig]) -> dg.AssetsDefinition:
         except tracking.TrackingUnavailable as e:
             # Only an unreachable tracking server is worth retrying; a bug or bad data is not.
             raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
-        # The champion's weights must stay on disk until training has loaded them (on S3 they
-        # are a download into this scratch folder).
-        with scratch_dir("warm") as tmp:
-            warm = None
-            if config.warm_start and (champ := mlflow.registry(store).champion()):
-                warm = (local_file(store, champ.weights_uri, Path(tmp)), champ.weights_sha256)
-            s = config.search
-            space = {"lr0": s.lr0, "imgsz": s.imgsz, "model_yaml": s.model_yaml}
-            try:
-                rec = train_searching(
-                    store, training_dataset, config.params(), client,
-                    Search(s.trials, s.strategy, space, config.seed), force=config.force,
-                    warm_start=warm, code_version=_code_version(context),
-                    # Every MLflow run names the Dagster run, asset and partition that made it.
-                    run_tags=tracking.dagster_tags(context.run.run_id, "yolo_model"),
-                )  # fmt: skip
-            except tracking.TrackingUnavailable as e:
-                raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
+        warm = None
+        if config.warm_start and (champ := mlflow.registry(store).champion()):
+            warm = (champ.weights_uri, champ.weights_sha256)  # the worker fetches and checks it
+        s = config.search
+        space = {"lr0": s.lr0, "imgsz": s.imgsz, "model_yaml": s.model_yaml}
+        extras = worker_extras(
+            training_dataset, config.params().as_params(),
+            {"trials": s.trials, "strategy": s.strategy, "space": space, "seed": config.seed},
+            store=store, artifact_root=mlflow.artifact_root, force=config.force,
+            warm_start=warm, code_version=_code_version(context),
+            # Every MLflow run names the Dagster run, asset and partition that made it.
+            run_tags=tracking.dagster_tags(context.run.run_id, "yolo_model"),
+        )  # fmt: skip
+        # Secrets reach the worker as its environment only (defs/training/pipes.py).
+        env = {"MLFLOW_TRACKING_URI": mlflow.tracking_uri,
+               "CV_ASSETS_S3_ENDPOINT_URL": artifacts.s3_endpoint_url or "",
+               "CV_ASSETS_LAUNCHER_PID": str(os.getpid())}  # fmt: skip
+        try:
+            rec = train_in_worker(context, pipes, store, env, extras)
+        except TrainingRetryable as e:
+            raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
         link = tracking.run_url(mlflow.ui_url, tracking.experiment_id(client), rec["mlflow_run_id"])
         context.log.info(f"weights {rec['weights']['sha256'][:12]} reused={rec['reused']}")
         return dg.MaterializeResult(

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def train_searching(
     warm_start: tuple[Path, str] | None = None,
     code_version: str = "",
     run_tags: dict[str, str] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> YoloModel:
     """One training, or ``search.trials`` of them keeping the best by validation mAP50-95; the
     record of a search carries its table (``search_md``) and parent run."""
@@ -48,6 +50,7 @@ def train_searching(
         "warm_start": warm_start,
         "code_version": code_version,
         "run_tags": run_tags,
+        "progress": progress,
     }
     if search.trials <= 0:
         return train_and_record(store, dataset, params, mlflow_client, **common)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,18 @@ def localize_dataset(store: ArtifactStore, dataset: TrainingDataset, cache: Path
     return root / "data.yaml"
 
 
+def _epoch(
+    client: Any,
+    run_id: str,
+    epoch: int,
+    row: dict[str, float],
+    progress: Callable[[int, dict[str, float]], None] | None,
+) -> None:
+    tracking.log_metrics(client, run_id, row, step=epoch)
+    if progress is not None:
+        progress(epoch, row)
+
+
 @dataclass
 class Evaluated:
     metrics: DetectionMetrics
@@ -117,6 +129,7 @@ def train_and_record(
     parent_run: str | None = None,
     run_name: str = "yolo_model",
     run_tags: dict[str, str] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> YoloModel:
     """Train (or reuse) weights for ``dataset`` and return their record.
 
@@ -160,7 +173,7 @@ def train_and_record(
                 data,
                 Path(tmp) / "runs",
                 params,
-                on_epoch=lambda ep, row: tracking.log_metrics(mlflow_client, run_id, row, step=ep),
+                on_epoch=lambda ep, row: _epoch(mlflow_client, run_id, ep, row, progress),
                 warm_start=verified_weights(*warm_start) if warm_start else None,
             )
             weights = store.put_file(layout.model_weights(key), out.weights)

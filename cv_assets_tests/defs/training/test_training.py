@@ -202,6 +202,18 @@ def test_hpo_sweep_trains_child_runs_and_gates_the_best(small_home, instance):
     assert materialized(result, "champion_model") is not None
 
 
+def _workers() -> list[int]:
+    """Pids of training processes (``cv_assets.lib.training.pipes_worker``) still alive."""
+    out = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"cv_assets.lib.training.pipes_worker" in cmd.read_bytes():
+                out.append(int(cmd.parent.name))
+        except OSError:  # gone meanwhile
+            continue
+    return out
+
+
 def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
     small_home, instance, tmp_path
 ):
@@ -237,6 +249,11 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
         time.sleep(0.5)
     proc.wait(timeout=30)
     assert killed, "training finished before it could be killed"
+    # The training process (Pipes) dies with the run worker that launched it.
+    deadline = time.monotonic() + 10
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _workers(), "the training process outlived the run worker that launched it"
     # A killed worker cannot report its end. What the daemon's run monitoring does for it (the
     # worker health check of LocalRunLauncher, then free_slots_after_run_end_seconds; tested
     # under the real daemon in test_crash_recovery.py), done here directly, without a daemon:

@@ -1,0 +1,93 @@
+"""``yolo_model``'s training, run as an external process through Dagster Pipes.
+
+The asset launches ``cv_assets.lib.training.pipes_worker`` with ``PipesSubprocessClient`` (the
+``pipes`` resource); a deployment swaps the resource for a Kubernetes or ECS Pipes client and the
+worker runs in a GPU pod, while the rest of the job stays where it is. What to train travels as
+Pipes extras; the secrets (MLflow's tracking URI, the S3 endpoint) only as environment variables
+of the process, never in the extras file. The worker's epochs appear in the run log; its record
+comes back by key and hash through the artifact store.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import dagster as dg
+
+from cv_assets.lib.core.store import ArtifactStore
+from cv_assets.lib.dataset.records import TrainingDataset
+from cv_assets.lib.training.records import YoloModel
+
+WORKER = [sys.executable, "-m", "cv_assets.lib.training.pipes_worker"]
+
+
+class TrainingRetryable(Exception):
+    """The worker could not reach the tracking server: worth a retry of the step."""
+
+
+def result_key(run_id: str, attempt: int = 0) -> str:
+    """Where the worker of a run's ``attempt`` (the step's retry number) leaves its record, and
+    ``.error`` its failure: one per attempt, so a retry never reads an earlier attempt's."""
+    return f"training/results/{run_id}-{attempt}.json"
+
+
+def train_in_worker(
+    context: dg.AssetExecutionContext,
+    pipes: dg.PipesSubprocessClient,
+    store: ArtifactStore,
+    env: dict[str, str],
+    extras: dict[str, Any],
+) -> YoloModel:
+    """Runs the worker on ``extras`` (the training) and returns the record it stored."""
+    key = result_key(context.run.run_id, context.retry_number)
+    error_key = f"{key}.error"
+    try:
+        done = pipes.run(context=context, command=WORKER, extras=extras | {"result_key": key},
+                         env=env)  # fmt: skip
+    except Exception as e:
+        # Any Pipes client (subprocess, Kubernetes, ECS) says only that the process failed; the
+        # worker leaves its error beside the result, so the step fails with the worker's words.
+        if store.exists(error_key):
+            err = json.loads(store.get_bytes(error_key))
+            if err.get("retryable"):
+                raise TrainingRetryable(err["message"]) from e
+            raise dg.Failure(
+                description=f"the training process failed: {err['message']}",
+                metadata={"exit": str(e), "traceback": dg.MetadataValue.text(err["traceback"])},
+            ) from e
+        raise
+    (msg,) = [m for m in done.get_custom_messages() if isinstance(m, dict) and "record_key" in m]
+    ref = {"uri": store.uri(msg["record_key"]), "sha256": msg["record_sha256"],
+           "size": msg["record_size"]}  # fmt: skip
+    rec: YoloModel = json.loads(store.verify(ref))
+    if rec["weights"]["sha256"] != msg["weights_sha256"]:
+        raise dg.Failure(f"the training record at {ref['uri']} names other weights than reported")
+    return rec
+
+
+def worker_extras(
+    dataset: TrainingDataset,
+    params: dict[str, Any],
+    search: dict[str, Any],
+    *,
+    store: ArtifactStore,
+    artifact_root: str | None,
+    force: bool,
+    warm_start: tuple[str, str] | None,
+    code_version: str,
+    run_tags: dict[str, str],
+) -> dict[str, Any]:
+    """What the worker trains: JSON, with no secret in it (see the module docstring)."""
+    return {
+        "dataset": dict(dataset),
+        "params": params,
+        "search": search,
+        "store_root": store.root,
+        "artifact_root": artifact_root,
+        "force": force,
+        "warm_start": list(warm_start) if warm_start else None,  # the champion's (URI, sha256)
+        "code_version": code_version,
+        "run_tags": run_tags,
+    }
