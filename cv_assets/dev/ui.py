@@ -23,10 +23,16 @@ from pathlib import Path
 from cv_assets.dev.procs import stop_group
 
 
-def run_beside(service: Sequence[str], service_env: Mapping[str, str], ui: Sequence[str]) -> int:
+def run_beside(
+    service: Sequence[str],
+    service_env: Mapping[str, str],
+    ui: Sequence[str],
+    grace_s: float = 30.0,
+) -> int:
     """Runs ``ui`` in the foreground with ``service`` in a group of its own; ``ui``'s status.
 
-    ``service`` is stopped when ``ui`` exits, however it exits.
+    ``service`` is stopped when ``ui`` exits, however it exits: SIGTERM, then SIGKILL after
+    ``grace_s``.
     """
     proc = subprocess.Popen(list(service), env=dict(service_env), start_new_session=True)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -40,7 +46,7 @@ def run_beside(service: Sequence[str], service_env: Mapping[str, str], ui: Seque
         return fg.wait()
     finally:
         # Stopped before Ctrl-C may interrupt this process again: else the service would outlive it.
-        stop_group(proc, signal.SIGTERM)
+        stop_group(proc, signal.SIGTERM, grace_s=grace_s)
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
 

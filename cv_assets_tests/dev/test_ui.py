@@ -49,7 +49,9 @@ def test_the_service_stops_when_the_ui_exits_and_the_uis_status_is_returned(tmp_
 
 def test_the_service_stops_when_the_ui_cannot_start(tmp_path):
     pidfile = tmp_path / "service.pid"
+    # The service is stopped before it could install its SIGTERM handler: the SIGKILL fallback
+    # ends it, after a short grace here.
     with pytest.raises(FileNotFoundError):
-        run_beside(_service(pidfile), {}, [str(tmp_path / "no-dg")])
+        run_beside(_service(pidfile), {}, [str(tmp_path / "no-dg")], grace_s=2)
     out = subprocess.run(["pgrep", "-f", str(pidfile)], capture_output=True, text=True)
     assert out.stdout.strip() == ""
