@@ -91,16 +91,16 @@ class Watch:
     def latest(self, asset: str, partition: str | None = None) -> dict | None:
         return latest_metadata(self.instance, asset, partition)
 
-    def skip_reason(self, sensor: str) -> str | None:
-        """What the sensor's newest skipped tick said (None: it never skipped, or never ran)."""
+    def skip_reason(self, sensor: str, about: str) -> str | None:
+        """What the sensor's newest skipped tick said about ``about`` (a partition), if any."""
         from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
         for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             if state.instigator_name != sensor:
                 continue
-            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
-            for t in ticks:
-                if t.status == TickStatus.SKIPPED and t.skip_reason:
+            origin, selector = state.instigator_origin_id, state.selector_id
+            for t in self.instance.get_ticks(origin, selector, limit=500):
+                if t.status == TickStatus.SKIPPED and about in (t.skip_reason or ""):
                     return t.skip_reason
         return None
 
@@ -229,7 +229,8 @@ def _field(
     if retrains:
         print(f"   field_drift_sensor requested retraining run {retrains[0].run_id[:8]}")
     else:
-        print(f"   field_drift_sensor: {w.skip_reason('field_drift_sensor') or 'no tick yet'}")
+        said = w.skip_reason("field_drift_sensor", fleet.day)
+        print(f"   field_drift_sensor: {said or 'has not judged the day yet'}")
     return True
 
 
