@@ -1,6 +1,6 @@
 """``yolo_model``'s training, run as an external process through Dagster Pipes.
 
-The asset launches ``cv_assets.lib.training.pipes_worker`` with ``PipesSubprocessClient`` (the
+The asset launches ``cv_assets.training_worker`` with ``PipesSubprocessClient`` (the
 ``pipes`` resource); a deployment swaps the resource for a Kubernetes or ECS Pipes client and the
 worker runs in a GPU pod, while the rest of the job stays where it is. What to train travels as
 Pipes extras; the secrets (MLflow's tracking URI, the S3 endpoint) only as environment variables
@@ -20,7 +20,7 @@ from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.training.records import YoloModel
 
-WORKER = [sys.executable, "-m", "cv_assets.lib.training.pipes_worker"]
+WORKER = [sys.executable, "-m", "cv_assets.training_worker"]
 
 
 class TrainingRetryable(Exception):

@@ -203,11 +203,11 @@ def test_hpo_sweep_trains_child_runs_and_gates_the_best(small_home, instance):
 
 
 def _workers() -> list[int]:
-    """Pids of training processes (``cv_assets.lib.training.pipes_worker``) still alive."""
+    """Pids of training processes (``cv_assets.training_worker``) still alive."""
     out = []
     for cmd in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"cv_assets.lib.training.pipes_worker" in cmd.read_bytes():
+            if b"cv_assets.training_worker" in cmd.read_bytes():
                 out.append(int(cmd.parent.name))
         except OSError:  # gone meanwhile
             continue

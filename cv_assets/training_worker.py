@@ -1,12 +1,13 @@
-"""The training as an external process: ``python -m cv_assets.lib.training.pipes_worker``, launched
+"""The training as an external process: ``python -m cv_assets.training_worker``, launched
 by ``yolo_model`` through Dagster Pipes (``PipesSubprocessClient`` by default; a Kubernetes or ECS
 Pipes client runs the same module in a pod or task).
 
-It imports no Dagster beyond ``dagster-pipes``, so a GPU image needs only the training stack. It
-reads what to train from the Pipes extras (the dataset record, the training parameters, the
-search, the warm start, the store and MLflow's tracking URI), trains exactly as the in-process
-code did (``train_searching``: MLflow runs, weights and their record in the artifact store), and
-reports back through Pipes:
+It imports no Dagster beyond ``dagster-pipes``, so a GPU image needs only the training stack; it
+sits beside ``cv_assets/telemetry``, outside ``lib/``, which imports no Dagster at all. It reads
+what to train from the Pipes extras (the dataset record, the training parameters, the search, the
+warm start, the store), and MLflow's tracking URI from its environment. It trains as the
+in-process code did (``train_searching``: MLflow runs, weights and their record in the artifact
+store), and reports back through Pipes:
 
 - each epoch as a log line in the Dagster run (losses, validation mAP), beside MLflow's curves;
 - the result as a custom message, ``{"record_key", "record_sha256", "weights_sha256"}``: the
