@@ -5,6 +5,7 @@ import time
 import pytest
 
 from cv_assets.dev.procs import stop_group
+from cv_assets_tests.support.processes import group_gone
 
 pytestmark = pytest.mark.unit
 
@@ -24,24 +25,13 @@ def _group(script: str) -> subprocess.Popen:
     )
 
 
-def _gone(pgid: int, within_s: float = 3.0) -> bool:
-    """No process left in the group (a killed child may take a moment to be reaped by init)."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
-        if not out.stdout.strip():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_the_whole_group_stops_on_the_signal_it_honours():
     proc = _group("sleep 60 & wait")
     time.sleep(0.3)
     t0 = time.monotonic()
     stop_group(proc, signal.SIGTERM, grace_s=10)
     assert proc.returncode is not None and time.monotonic() - t0 < 5
-    assert _gone(proc.pid)
+    assert group_gone(proc.pid)
 
 
 def test_a_group_that_ignores_the_signal_is_killed_after_the_grace_period():
@@ -51,5 +41,5 @@ def test_a_group_that_ignores_the_signal_is_killed_after_the_grace_period():
     stop_group(proc, signal.SIGINT, grace_s=1)
     took = time.monotonic() - t0
     assert proc.returncode == -signal.SIGKILL and 1 <= took < 10
-    assert _gone(proc.pid)
+    assert group_gone(proc.pid)
     stop_group(proc)  # already gone: nothing to do, no error

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cv_assets.dev.ui import run_beside
+from cv_assets_tests.support.processes import group_gone
 
 pytestmark = pytest.mark.unit
 
@@ -24,16 +25,6 @@ def _service(pidfile: Path) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _gone(pgid: int, within_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
-        if not out.stdout.strip():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_the_service_stops_when_the_ui_exits_and_the_uis_status_is_returned(tmp_path):
     pidfile = tmp_path / "service.pid"
     # The UI waits until the service runs, then exits as dg dev does after Ctrl-C.
@@ -43,7 +34,7 @@ def test_the_service_stops_when_the_ui_exits_and_the_uis_status_is_returned(tmp_
     assert run_beside(_service(pidfile), {}, ui) == 3
     assert time.monotonic() - t0 < 10  # SIGTERM honoured, no wait for the SIGKILL fallback
     pid = int(pidfile.read_text())
-    assert _gone(pid)  # its own group: the pid is the group's id
+    assert group_gone(pid, within_s=5.0)  # its own group: the pid is the group's id
     assert signal.getsignal(signal.SIGINT) is before  # this process's Ctrl-C works again
 
 

@@ -1,11 +1,26 @@
 """A day of field telemetry in a home, as the ingest service would have stored it."""
 
+from pathlib import Path
 from typing import Any
 
 from cv_assets.lib.core.settings import PlatformConfig
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.telemetry.contract import validate_batch
 from cv_assets.lib.telemetry.spool import Spool
+
+
+def trained_champion(cfg: PlatformConfig, instance) -> tuple[Any, ArtifactStore, Path]:
+    """A tiny champion trained on the intaken batches: its version, the store, its ONNX file."""
+    from cv_assets.read_side import open_store, registry_for
+    from cv_assets_tests.support.jobs import train
+
+    assert train(cfg, instance).success
+    champ = registry_for(cfg).champion()
+    assert champ is not None
+    store = open_store(cfg)
+    onnx = store.local_path(store.key_of(str(champ.mobile["onnx_uri"])))
+    assert onnx is not None
+    return champ, store, onnx
 
 
 def store_events(

@@ -12,6 +12,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def group_gone(pgid: int, within_s: float = 3.0) -> bool:
+    """No process left in the group (a killed child may take a moment to be reaped by init)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+        if not out.stdout.strip():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

@@ -12,10 +12,9 @@ from cv_assets.definitions import build_defs
 from cv_assets.defs.automation.sensors import field_drift_sensor
 from cv_assets.lib.synth.scenes import Shift
 from cv_assets.lib.telemetry.fleet import FleetCohort, simulate_day
-from cv_assets.read_side import open_store, registry_for
 from cv_assets.resources.environment import platform_resources
 from cv_assets.resources.storage import PlatformSettings
-from cv_assets_tests.support.field import store_events
+from cv_assets_tests.support.field import store_events, trained_champion
 from cv_assets_tests.support.jobs import QUIET, materialized, train
 
 pytestmark = pytest.mark.slow
@@ -25,12 +24,7 @@ DAY = "2026-11-30"
 
 def test_a_darker_cohort_of_a_days_traffic_is_flagged_and_retrains_once(small_home, instance):
     cfg = small_home
-    assert train(cfg, instance).success
-    champ = registry_for(cfg).champion()
-    assert champ is not None
-    store = open_store(cfg)
-    onnx = store.local_path(store.key_of(str(champ.mobile["onnx_uri"])))
-    assert onnx is not None
+    champ, store, onnx = trained_champion(cfg, instance)
     # One day of a fleet running the champion's own file: 96 px frames like its test split; the
     # Moto installs' frames are darker.
     events = simulate_day(

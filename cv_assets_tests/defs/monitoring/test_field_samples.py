@@ -15,10 +15,9 @@ from cv_assets.defs.monitoring.field import field_day_sensor
 from cv_assets.lib.synth.scenes import Shift
 from cv_assets.lib.telemetry.audit import audit_events, export_audit, import_audit
 from cv_assets.lib.telemetry.fleet import FleetCohort, simulate_day
-from cv_assets.read_side import open_store, registry_for
 from cv_assets.resources.environment import platform_resources
-from cv_assets_tests.support.field import store_events
-from cv_assets_tests.support.jobs import QUIET, materialized, run_intake, train
+from cv_assets_tests.support.field import store_events, trained_champion
+from cv_assets_tests.support.jobs import QUIET, materialized, run_intake
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +39,7 @@ def test_a_days_frames_reach_the_pool_and_the_audit_set_and_give_the_live_accura
     small_home, instance, tmp_path
 ):
     cfg = small_home
-    assert train(cfg, instance).success
-    champ = registry_for(cfg).champion()
-    assert champ is not None
-    store = open_store(cfg)
-    onnx = store.local_path(store.key_of(str(champ.mobile["onnx_uri"])))
+    champ, store, onnx = trained_champion(cfg, instance)
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     truth: dict[str, str] = {}
     # Two halves of the fleet, whatever the tiny model scores: one whose every event is sampled
