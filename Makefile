@@ -10,12 +10,13 @@ export DAGSTER_HOME := $(CV_ASSETS_HOME)/dagster_home
 export YOLO_OFFLINE := 1
 export UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+OPTUNA_PORT ?= 8085
 # The telemetry service's port for `make telemetry` and `make ui`; unset, the service's own
 # (CV_ASSETS_TELEMETRY_PORT, else 8090).
 TELEMETRY_ENV = $(if $(TELEMETRY_PORT),CV_ASSETS_TELEMETRY_PORT=$(TELEMETRY_PORT))
 
 .PHONY: install system-deps demo test lint typecheck validate pytest test-fast ui mlflow-ui bench gpu-wheels clean \
-  labelstudio-install labelstudio export-install telemetry
+  labelstudio-install labelstudio export-install telemetry optuna-dashboard
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -102,6 +103,12 @@ ui: install export-install
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --backend-store-uri sqlite:///$(CV_ASSETS_HOME)/mlflow.db
+
+# optuna-dashboard on 127.0.0.1:$(OPTUNA_PORT) over hpo_sweep's studies: $(CV_ASSETS_HOME)/optuna.db
+# beside mlflow.db, the `optuna` schema of MLflow's Postgres database, or CV_ASSETS_OPTUNA_STORAGE
+# (cv_assets/dev/optuna_dashboard.py, which never prints the storage URL).
+optuna-dashboard: install
+	$(BIN)/python -m cv_assets.dev.optuna_dashboard --port $(OPTUNA_PORT)
 
 bench: install export-install
 	$(BIN)/python -m benchmarks.run

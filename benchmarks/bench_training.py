@@ -1,14 +1,15 @@
 """Training benchmarks (issue 3): orchestration overhead, and quality per CPU-minute."""
 
-import json
 import os
+import resource
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from benchmarks.bench_intake import QUIET, _fresh, _home
+from benchmarks.bench_intake import QUIET
+from benchmarks.bench_pipes import prepared_home
 from benchmarks.common import QUICK, Result, Skipped
-from cv_assets.lib.synth.batches import write_batches
 
 
 def _side_by_side(
@@ -18,34 +19,11 @@ def _side_by_side(
     materialised through Dagster (MLflow logging and the artifact store included)."""
     import dagster as dg
 
-    from cv_assets.definitions import build_defs
-    from cv_assets.defs.ingest.partitions import BATCHES
-    from cv_assets.lib.tracking import runs as tracking
     from cv_assets.lib.training.yolo import TrainParams, prepare_ultralytics, ultralytics_train_args
 
-    root = _fresh(name)
-    cfg = _home(root)
-    ids = [
-        b.batch_id for b in write_batches(Path(cfg.landing_root), batches, per, seed=21, size=320)
-    ]
-    instance = dg.DagsterInstance.from_config(str(cfg.dagster_home))
-    instance.add_dynamic_partitions(BATCHES, ids)
-    defs = build_defs(cfg)
-    for b in ids:
-        defs.resolve_job_def("intake_job").execute_in_process(
-            partition_key=b, instance=instance, run_config=QUIET
-        )
-    job = defs.resolve_implicit_global_asset_job_def()
-    job.execute_in_process(
-        instance=instance, run_config=QUIET, asset_selection=[dg.AssetKey("training_dataset")]
-    )
-    rec = json.loads((Path(cfg.artifacts_root) / "records/training_dataset/_all.json").read_text())
+    p = prepared_home(name, batches, per)
+    root, cfg, instance, job, rec = p.root, p.cfg, p.instance, p.job, p.dataset
     params = TrainParams(epochs=epochs, imgsz=imgsz, batch=batch, device=device)
-    # Steady state: a platform's MLflow database exists after its first run. Creating it (schema
-    # migrations, 2-4 s) is a one-time cost of a new home, not of a training.
-    tracking.experiment_id(
-        tracking.client(cfg.mlflow_tracking_uri), artifact_location=cfg.mlflow_artifact_root
-    )
     data = Path(cfg.artifacts_root) / rec["data_yaml_key"]
 
     # Direct: what a user would write by hand, with the same settings the platform passes.
@@ -53,8 +31,8 @@ def _side_by_side(
     from ultralytics import YOLO
 
     def direct_train(epochs: int, name: str) -> None:
-        p = replace(params, epochs=epochs)
-        YOLO(p.model_yaml).train(**ultralytics_train_args(p, data, root / name))
+        q = replace(params, epochs=epochs)
+        YOLO(q.model_yaml).train(**ultralytics_train_args(q, data, root / name))
 
     direct_train(1, "warmup")  # page cache, imports and kernels warm for both sides
     t0 = time.perf_counter()
@@ -159,5 +137,70 @@ def quality_from_demo() -> Result:
     )
 
 
-BENCHMARKS = [orchestration_overhead, quality_from_demo]
+def _snapshot(name: str, batches: int, per: int, size: int) -> tuple[Any, dict[str, Any]]:
+    """A home with ``batches`` synthetic batches taken in and one dataset version: its config
+    and the dataset's record."""
+    p = prepared_home(name, batches, per, size=size, seed=23)
+    p.instance.dispose()
+    return p.cfg, p.dataset
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its children so far (training threads included)."""
+    use = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in use)
+
+
+def hpo_tpe_vs_grid() -> Result:
+    """Optuna TPE with median pruning vs grid, at the same trial budget, on one dataset version:
+    the best feasible validation mAP50-95 each finds, and the CPU minutes each spends (trainings,
+    ONNX exports and latency probes for the mobile budgets included)."""
+    from cv_assets.lib.core.store import ArtifactStore
+    from cv_assets.lib.mobile.release import Budgets
+    from cv_assets.lib.tracking import runs as tracking
+    from cv_assets.lib.training.hpo import run_study
+    from cv_assets.lib.training.search import Search
+    from cv_assets.lib.training.yolo import TrainParams
+
+    batches, per, size, epochs, trials, imgsz = (
+        (2, 40, 160, 3, 3, [64, 96]) if QUICK else (4, 100, 320, 12, 8, [128, 160])
+    )
+    cfg, dataset = _snapshot("hpo_tpe_vs_grid", batches, per, size)
+    store = ArtifactStore(cfg.artifacts_root)
+    client = tracking.client(cfg.mlflow_tracking_uri)
+    tracking.experiment_id(client, artifact_location=cfg.mlflow_artifact_root)
+    b = Budgets()  # mobile_model's defaults
+    lr0 = [0.0005, 0.001, 0.002, 0.004, 0.008]
+    params = TrainParams(epochs=epochs, imgsz=imgsz[0], device="cpu")
+    arms = {
+        "tpe": Search(trials, "tpe", {"lr0": lr0, "imgsz": imgsz}, pruner="median",
+                      max_latency_ms=b.max_latency_ms, max_file_mb=b.max_file_mb),
+        "grid": Search(trials, "grid", {"lr0": lr0, "imgsz": imgsz}, pruner="none",
+                       max_latency_ms=b.max_latency_ms, max_file_mb=b.max_file_mb),
+    }  # fmt: skip
+    best, minutes, pruned = {}, {}, {}
+    for arm, search in arms.items():
+        t0 = _cpu_s()
+        # force: each arm trains its own trials, never the other's stored weights.
+        rec = run_study(store, dataset, params, client, search, force=True)  # type: ignore[arg-type]
+        minutes[arm] = (_cpu_s() - t0) / 60
+        best[arm] = rec["val_map50_95"]
+        pruned[arm] = rec.get("search_md", "").count("| pruned |")
+    ratio = best["tpe"] / best["grid"] if best["grid"] else (1.0 if not best["tpe"] else 99.0)
+    ok = best["tpe"] >= best["grid"] and minutes["tpe"] <= minutes["grid"]
+    return Result(
+        "hpo_tpe_vs_grid",
+        20,
+        f"hpo_sweep's best feasible val mAP50-95, Optuna TPE + median pruning vs grid, {trials} "
+        f"trials each ({batches * per} images, {epochs} epochs, lr0 x imgsz {imgsz})",
+        ratio,
+        "x",
+        ">= 1x mAP50-95 at <= the CPU minutes",
+        ok,
+        f"TPE {best['tpe']:.4f} in {minutes['tpe']:.1f} CPU min ({pruned['tpe']} pruned); grid "
+        f"{best['grid']:.4f} in {minutes['grid']:.1f} CPU min",
+    )
+
+
+BENCHMARKS = [orchestration_overhead, quality_from_demo, hpo_tpe_vs_grid]
 GPU_BENCHMARKS = [gpu_throughput]

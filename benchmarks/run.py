@@ -7,6 +7,7 @@ import sys
 import time
 
 from benchmarks import (
+    bench_architecture,
     bench_automation,
     bench_drift,
     bench_field_drift,
@@ -17,6 +18,7 @@ from benchmarks import (
     bench_labelstudio,
     bench_metrics,
     bench_mobile,
+    bench_pipes,
     bench_postgres,
     bench_release,
     bench_selection,
@@ -29,6 +31,8 @@ DEFAULT = [
     *bench_intake.BENCHMARKS,
     *bench_import.BENCHMARKS,
     *bench_training.BENCHMARKS,
+    *bench_pipes.BENCHMARKS,
+    *bench_architecture.BENCHMARKS,
     *bench_mobile.BENCHMARKS,
     *bench_metrics.BENCHMARKS,
     *bench_drift.BENCHMARKS,

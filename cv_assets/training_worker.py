@@ -5,9 +5,10 @@ Pipes client runs the same module in a pod or task).
 It imports no Dagster beyond ``dagster-pipes``, so a GPU image needs only the training stack; it
 sits beside ``cv_assets/telemetry``, outside ``lib/``, which imports no Dagster at all. It reads
 what to train from the Pipes extras (the dataset record, the training parameters, the search, the
-warm start, the store), and MLflow's tracking URI from its environment. It trains as the
-in-process code did (``train_searching``: MLflow runs, weights and their record in the artifact
-store), and reports back through Pipes:
+warm start, the store), and MLflow's tracking URI (and ``CV_ASSETS_OPTUNA_STORAGE``, where a
+search keeps its study) from its environment. It trains as the in-process code did
+(``train_searching``: MLflow runs, weights and their record in the artifact store; a search's
+Optuna study), and reports back through Pipes:
 
 - each epoch as a log line in the Dagster run (losses, validation mAP), beside MLflow's curves;
 - the result as a custom message, ``{"record_key", "record_sha256", "weights_sha256"}``: the
@@ -32,6 +33,7 @@ from cv_assets.lib.core.files import local_file, scratch_dir
 from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.training.search import Search, train_searching
+from cv_assets.lib.training.studies import StudyStorageUnavailable, study_storage
 from cv_assets.lib.training.yolo import TrainParams
 
 # The environment variables the worker reads (the platform's names; resources/environment.py).
@@ -54,8 +56,17 @@ def epoch_line(epoch: int, epochs: int, row: dict[str, float]) -> str:
 
 
 def run(pipes: PipesContext, store: ArtifactStore, x: dict[str, Any]) -> None:
+    if not os.environ.get(TRACKING_URI_VAR):
+        # A pod gets it from the ConfigMap cv-assets-env or the Secret cv-assets-training-env.
+        raise RuntimeError(
+            f"{TRACKING_URI_VAR} is not set in the training process's environment: give the "
+            "training pod or task MLflow's tracking URI (deploy/helm/training-pod.yaml's envFrom)"
+        )
     params = TrainParams(**x["params"])
-    s = x["search"]
+    search = Search(**x["search"])
+    # Beside MLflow's store (lib/training/studies.py), or CV_ASSETS_OPTUNA_STORAGE: both secrets
+    # that only the environment carries.
+    storage = study_storage(os.environ[TRACKING_URI_VAR], os.environ) if search.trials else None
     # The tracking URI may hold a password: it comes as an environment variable, never an extra.
     client = tracking.client(os.environ[TRACKING_URI_VAR])
     tracking.experiment_id(client, artifact_location=x.get("artifact_root"))
@@ -68,10 +79,11 @@ def run(pipes: PipesContext, store: ArtifactStore, x: dict[str, Any]) -> None:
             warm = (local_file(store, uri, Path(tmp)), sha)
         rec = train_searching(
             store, x["dataset"], params, client,
-            Search(int(s["trials"]), s["strategy"], s["space"], int(s["seed"])),
+            search, note=pipes.log.info, storage=storage,
             force=bool(x.get("force")), warm_start=warm, code_version=x.get("code_version", ""),
             run_tags=x.get("run_tags") or {},
             progress=lambda ep, row: pipes.log.info(epoch_line(ep, params.epochs, row)),
+            say=pipes.log.warning,  # a resume, a refused checkpoint
         )  # fmt: skip
     # The record as this run got it (reused or not, a search's table): at the key the asset chose.
     ref = store.put_bytes(x["result_key"], json.dumps(rec, indent=1).encode())
@@ -113,8 +125,10 @@ def main() -> int:
             # exit status), and asks for a retry when the tracking server was unreachable.
             error = {
                 "message": f"{type(e).__name__}: {e}",
-                "retryable": isinstance(e, tracking.TrackingUnavailable),
+                "retryable": isinstance(e, tracking.TrackingUnavailable | StudyStorageUnavailable),
                 "traceback": traceback.format_exc(),
+                # A study that found no challenger: its table, for the step's metadata.
+                "search_md": getattr(e, "search_md", ""),
             }
             store.put_bytes(f"{x['result_key']}.error", json.dumps(error, indent=1).encode())
             raise

@@ -53,7 +53,7 @@ def load_detector(path: Path) -> Any:
         if len(shapes[0]) != 4 or len(out) != 3:
             raise ValueError(
                 f"not a detector: expects input (1, 3, size, size) and output "
-                f"(1, 4 + classes, anchors), has output {out}"
+                f"(1, 4 + classes, anchors) or end-to-end (1, detections, 6), has output {out}"
             )
     except Exception as e:  # onnxruntime's errors derive from Exception only
         raise ModelNotFound(f"cannot load model {path}: {_reason(e)}") from None

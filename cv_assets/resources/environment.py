@@ -14,6 +14,7 @@ no secret and stays a literal.
 import json
 import os
 from typing import Any, overload
+from urllib.parse import urlparse
 
 import dagster as dg
 
@@ -28,6 +29,13 @@ from cv_assets.resources.storage import (
     LandingZoneResource,
     MlflowResource,
     PlatformSettings,
+)
+from cv_assets.resources.training import (
+    EcsTrainingLauncher,
+    K8sTrainingLauncher,
+    SubprocessTrainingLauncher,
+    TrainingLauncher,
+    check_pod_spec,
 )
 
 # Where ``PlatformConfig.from_env`` reads the values that may hold a credential.
@@ -75,12 +83,55 @@ def platform_resources(cfg: PlatformConfig) -> dict[str, Any]:
             key_pem=secret_from_env(RELEASE_KEY_VAR, cfg.release_key),
             stable=cfg.release_stable,
         ),
-        # yolo_model's training process (defs/training/pipes.py); a deployment binds a Kubernetes
-        # or ECS Pipes client under the same key.
-        "pipes": dg.PipesSubprocessClient(),
+        # yolo_model's training process (defs/training/pipes.py): a subprocess, a Kubernetes pod
+        # or an ECS task, by CV_ASSETS_TRAINING_LAUNCHER.
+        "pipes": training_launcher(cfg),
         "labelstudio": LabelStudioResource(
             url=cfg.labelstudio_url,
             token=secret_from_env(LABELSTUDIO_TOKEN_VAR, cfg.labelstudio_token),
             files_root=cfg.labelstudio_files,
         ),
     }
+
+
+def training_launcher(cfg: PlatformConfig) -> TrainingLauncher:
+    """Where ``yolo_model``'s training process runs (``resources/training.py``).
+
+    A pod or a task has no share of this machine's disk: with either, the artifact store and
+    MLflow must be services, or the definitions do not load.
+    """
+    if cfg.training_launcher == "subprocess":
+        return SubprocessTrainingLauncher()
+    _services_only(cfg)
+    if cfg.training_launcher == "k8s":
+        spec = dict(cfg.training_pod_spec)
+        check_pod_spec(spec, cfg.training_image)
+        return K8sTrainingLauncher(
+            pod_spec=spec, image=cfg.training_image, namespace=cfg.training_namespace
+        )
+    return EcsTrainingLauncher(run_task=dict(cfg.training_run_task))
+
+
+def _services_only(cfg: PlatformConfig) -> None:
+    where = (
+        f"CV_ASSETS_TRAINING_LAUNCHER={cfg.training_launcher} trains in a "
+        f"{'pod' if cfg.training_launcher == 'k8s' else 'task'} of its own, which has no share "
+        "of this machine's disk"
+    )
+    if not cfg.artifacts_root.startswith("s3://"):
+        raise ValueError(
+            f"{where}: the artifact store must be s3:// (CV_ASSETS_PROFILE=cloud with "
+            f"CV_ASSETS_S3_ROOT, or CV_ASSETS_ARTIFACTS), not {cfg.artifacts_root}"
+        )
+    # Only the scheme is named: a tracking URI may hold a password.
+    scheme = urlparse(cfg.mlflow_tracking_uri).scheme
+    if scheme in ("", "file", "sqlite"):
+        raise ValueError(
+            f"{where}: {TRACKING_URI_VAR} must name a tracking server (http://, https:// or a "
+            f"database), not a local {scheme or 'path'}"
+        )
+    root = cfg.mlflow_artifact_root
+    if root and urlparse(root).scheme in ("", "file"):
+        raise ValueError(
+            f"{where}: MLFLOW_ARTIFACT_ROOT must be a bucket (s3://), not the local {root}"
+        )

@@ -52,6 +52,20 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def image_file(path: str) -> Path:
+    """The repository file that deploy/Dockerfile copies to ``path`` in the image."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    for line in text.splitlines():
+        op, *args = line.split() or [""]
+        if op != "COPY" or any(a.startswith("--from=") for a in args):
+            continue
+        *sources, dest = [a for a in args if not a.startswith("--")]
+        for source in sources:
+            if (dest + Path(source).name if dest.endswith("/") else dest) == path:
+                return REPO / source
+    raise AssertionError(f"the image holds nothing at {path}")
+
+
 def env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of an env file (compose / `set -a; .` style quotes removed)."""
     out: dict[str, str] = {}

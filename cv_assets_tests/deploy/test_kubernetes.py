@@ -1,5 +1,5 @@
 """Kubernetes (deploy/helm/): the values for the dagster/dagster chart, the instance config they
-render to, the GPU training tags and the MLflow manifest."""
+render to, the training pod and run tags, and the MLflow manifest."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 
-from cv_assets_tests.deploy.configs import DEPLOY, REPO, env_file, env_refs, load_yaml, set_env
+from cv_assets_tests.deploy.configs import (
+    DEPLOY,
+    REPO,
+    env_file,
+    env_refs,
+    holds_credential,
+    image_file,
+    load_yaml,
+    set_env,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -111,27 +120,85 @@ def test_helm_run_queue_and_retries_render_to_a_valid_instance_config(
     } in limits
 
 
-def test_training_run_tags_put_a_run_on_a_gpu_node() -> None:
+def training_pod() -> Any:
+    return load_yaml(DEPLOY / "helm" / "training-pod.yaml")
+
+
+def test_training_run_tags_leave_the_run_on_a_cpu_node() -> None:
+    """The GPU is the training pod's (training-pod.yaml), never the run pod's."""
     tags = load_yaml(DEPLOY / "helm" / "training-run-tags.yaml")
-    k8s = tags["dagster-k8s/config"]
-    assert set(k8s) <= {
-        "container_config",
-        "pod_spec_config",
-        "pod_template_spec_metadata",
-        "job_spec_config",
-        "job_metadata",
+    text = json.dumps(tags)  # run tag values travel as JSON
+    for placement in ("nvidia.com/gpu", "node_selector", "tolerations", "gpu-pool"):
+        assert placement not in text, placement
+    run_k8s = helm_values()["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    assert "nvidia.com/gpu" not in json.dumps(run_k8s)
+    # The pool the queue limits to one training run is the pool the training pod is placed on.
+    assert tags["cv_assets/gpu_pool"] == training_pod()["nodeSelector"]["cv-assets/gpu-pool"]
+
+
+def test_training_pod_spec_is_a_kubernetes_pod_spec_with_a_gpu_shm_and_a_deadline() -> None:
+    import kubernetes
+    from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+
+    from cv_assets.defs.training.jobs import training_tags
+    from cv_assets.lib.core.settings import PlatformConfig
+
+    spec_class = kubernetes.client.V1PodSpec
+    spec: Any = k8s_model_from_dict(spec_class, k8s_snake_case_dict(spec_class, training_pod()))
+    assert spec.restart_policy == "Never"
+    (container,) = spec.containers
+    assert int(container.resources.limits["nvidia.com/gpu"]) == 1
+    assert container.resources.requests["cpu"] and container.resources.requests["memory"]
+    (shm,) = [m for m in container.volume_mounts if m.mount_path == "/dev/shm"]
+    (volume,) = [v for v in spec.volumes if v.name == shm.name]
+    assert volume.empty_dir.medium == "Memory" and volume.empty_dir.size_limit
+    assert any(
+        t.key == "nvidia.com/gpu" and t.operator == "Exists" and t.effect == "NoSchedule"
+        for t in spec.tolerations
+    )
+    assert spec.node_selector["cv-assets/gpu-pool"]
+    # Its own deadline, inside the run's: the pod ends before the run is failed for its time.
+    run_limit = int(training_tags(PlatformConfig.from_env({}))["dagster/max_runtime"])
+    assert 0 < spec.active_deadline_seconds < run_limit
+    assert spec.security_context.run_as_non_root is True
+    # The pod never calls the Kubernetes API: no token in it.
+    assert spec.automount_service_account_token is False
+
+
+def test_training_pod_takes_credentials_from_a_secret_by_reference() -> None:
+    pod = training_pod()
+    (container,) = pod["containers"]
+    for item in container.get("env", []):
+        name = item["name"]
+        literal = "value" in item and (holds_credential(name) or name == "MLFLOW_TRACKING_URI")
+        assert not literal, f"{name} is a literal value in the pod spec"
+    secrets = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
+    assert secrets, "no Secret referenced"
+    # The platform's settings come from the same ConfigMap as every pod of the deployment's.
+    configmaps = [s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s]
+    assert configmaps == ["cv-assets-env"]
+    # The run's own service account (the chart's user-deployments one: its IRSA role).
+    assert pod["serviceAccountName"].endswith("-user-deployments")
+
+
+def test_the_configmap_alone_trains_in_the_gpu_pod(tmp_path: Path) -> None:
+    """The ConfigMap's environment, as the code server and every run read it, binds the
+    Kubernetes launcher to the pod spec the image holds: configuration only."""
+    from cv_assets.definitions import build_defs
+    from cv_assets.lib.core.settings import PlatformConfig
+    from cv_assets.resources.training import K8sTrainingLauncher
+
+    env = env_file(DEPLOY / "helm" / "cv-assets.env.example")
+    assert env["CV_ASSETS_TRAINING_LAUNCHER"] == "k8s"
+    in_image = env["CV_ASSETS_TRAINING_POD_SPEC"]
+    assert image_file(in_image) == DEPLOY / "helm" / "training-pod.yaml"
+    env |= {
+        "CV_ASSETS_TRAINING_POD_SPEC": str(image_file(in_image)),
+        "CV_ASSETS_HOME": str(tmp_path),
     }
-    assert int(k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-    selector = k8s["pod_spec_config"]["node_selector"]
-    assert selector and all(isinstance(v, str) for v in selector.values())
-    tolerations = k8s["pod_spec_config"]["tolerations"]
-    assert tolerations
-    for toleration in tolerations:
-        assert toleration["operator"] in ("Exists", "Equal")
-        assert toleration["effect"] in ("NoSchedule", "PreferNoSchedule", "NoExecute")
-        assert ("value" in toleration) == (toleration["operator"] == "Equal")
-    assert tags["cv_assets/gpu_pool"] in selector.values()
-    json.dumps(tags)  # run tag values travel as JSON
+    pipes = (build_defs(PlatformConfig.from_env(env)).resources or {})["pipes"]
+    assert isinstance(pipes, K8sTrainingLauncher)
+    assert pipes.pod_spec == training_pod()
 
 
 def test_mlflow_manifest_reads_its_database_uri_from_a_secret() -> None:

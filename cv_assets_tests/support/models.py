@@ -18,11 +18,39 @@ def head_output(boxes_xywh, scores, nc: int = 3) -> np.ndarray:
     return raw
 
 
+def end2end_output(rows, k: int = 21) -> np.ndarray:
+    """An end-to-end head's output (k, 6): the given ``(x1, y1, x2, y2, score, class)`` rows,
+    then zero rows (score 0) up to k, as its top-k returns them."""
+    raw = np.zeros((k, 6), np.float32)
+    raw[: len(rows)] = rows
+    return raw
+
+
 def constant_detector(path: Path, imgsz: int = 32) -> Path:
     """A real ONNX file whose head always reports one 'circle' box in the centre."""
     raw = head_output(
         [(imgsz / 2, imgsz / 2, imgsz / 2, imgsz / 2), (1, 1, 1, 1)], [(1, 0.9), (0, 0.01)]
     )
+    return constant_model(path, raw, imgsz)
+
+
+def constant_end2end_detector(path: Path, imgsz: int = 32, stamped: bool = True) -> Path:
+    """A real ONNX file whose end-to-end head always reports two overlapping 'circle' boxes in
+    the centre and a weak 'square'; ``stamped``: its metadata says ``end2end`` as Ultralytics'
+    export does (else only its output's shape tells)."""
+    q = imgsz / 4
+    rows = [
+        (q, q, 3 * q, 3 * q, 0.9, 1),
+        (q + 1, q, 3 * q + 1, 3 * q, 0.8, 1),
+        (0, 0, 2, 2, 0.01, 0),
+    ]
+    return constant_model(path, end2end_output(rows), imgsz, {"end2end": "True"} if stamped else {})
+
+
+def constant_model(
+    path: Path, raw: np.ndarray, imgsz: int, props: dict[str, str] | None = None
+) -> Path:
+    """A real ONNX file whose output ``(1, *raw.shape)`` is always ``raw``, whatever the image."""
     const = helper.make_tensor("c", TensorProto.FLOAT, (1, *raw.shape), raw.ravel().tolist())
     zero = helper.make_tensor("z", TensorProto.FLOAT, (), [0.0])
     nodes = [
@@ -40,6 +68,8 @@ def constant_detector(path: Path, imgsz: int = 32) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     model.metadata_props.add(key="names", value="{0: 'square', 1: 'circle', 2: 'triangle'}")
+    for k, v in (props or {}).items():
+        model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(path))
     return path
 

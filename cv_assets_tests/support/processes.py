@@ -23,6 +23,23 @@ def group_gone(pgid: int, within_s: float = 3.0) -> bool:
     return False
 
 
+def training_workers(parent: int | None = None) -> list[int]:
+    """Pids of training processes (``cv_assets.training_worker``) alive, those of ``parent``
+    only when given (other tests on the machine may be training too)."""
+    out = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"cv_assets.training_worker" not in cmd.read_bytes():
+                continue
+            # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, not ")".
+            ppid = int((cmd.parent / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if parent is None or ppid == parent:
+            out.append(int(cmd.parent.name))
+    return out
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

@@ -1,6 +1,5 @@
 """Training assets: the challenger's weights, its evaluation against the champion, the champion."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +8,13 @@ from cv_assets.defs.automation.conditions import downstream_condition
 from cv_assets.defs.common import OWNERS
 from cv_assets.defs.training.champion import champion_metadata
 from cv_assets.defs.training.checks import GATE_CHECK, gate_result
-from cv_assets.defs.training.config import GateConfig, TrainConfig, gate_config, train_config
+from cv_assets.defs.training.config import (
+    GateConfig,
+    TrainConfig,
+    gate_config,
+    mobile_budgets,
+    train_config,
+)
 from cv_assets.defs.training.metadata import evaluation_metadata, model_metadata, test_metrics
 from cv_assets.defs.training.pipes import TrainingRetryable, train_in_worker, worker_extras
 from cv_assets.lib.core.files import scratch_dir
@@ -26,6 +31,7 @@ from cv_assets.lib.training.promotion import (
 from cv_assets.lib.training.records import ChampionModel, ModelEvaluation, YoloModel
 from cv_assets.lib.training.train import TRAIN_CODE_VERSION, evaluate_challenger
 from cv_assets.resources.storage import ArtifactStoreResource, MlflowResource
+from cv_assets.resources.training import TrainingLauncher
 
 
 def newest_batches(instance: dg.DagsterInstance, in_dataset: list[str], k: int) -> list[str]:
@@ -70,7 +76,7 @@ def yolo_model_asset(config_class: type[TrainConfig]) -> dg.AssetsDefinition:
         training_dataset: TrainingDataset,
         artifacts: ArtifactStoreResource,
         mlflow: MlflowResource,
-        pipes: dg.PipesSubprocessClient,
+        pipes: TrainingLauncher,
     ) -> dg.MaterializeResult[YoloModel]:
         """YOLO weights trained offline from a model YAML on one dataset version, in MLflow."""
         # The training runs in its own process through Dagster Pipes (defs/training/pipes.py).
@@ -88,11 +94,13 @@ def yolo_model_asset(config_class: type[TrainConfig]) -> dg.AssetsDefinition:
         warm = None
         if config.warm_start and (champ := mlflow.registry(store).champion()):
             warm = (champ.weights_uri, champ.weights_sha256)  # the worker fetches and checks it
-        s = config.search
-        space = {"lr0": s.lr0, "imgsz": s.imgsz, "model_yaml": s.model_yaml}
+        try:
+            # A search holds each trial to the budgets this run's mobile_model will judge by.
+            search = config.search.search(config.seed, mobile_budgets(context.run.run_config))
+        except ValueError as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from None
         extras = worker_extras(
-            training_dataset, config.params().as_params(),
-            {"trials": s.trials, "strategy": s.strategy, "space": space, "seed": config.seed},
+            training_dataset, config.params().as_params(), search.as_dict(),
             store=store, artifact_root=mlflow.artifact_root, force=config.force,
             warm_start=warm, code_version=_code_version(context),
             # Every MLflow run names the Dagster run, asset and partition that made it.
@@ -100,12 +108,12 @@ def yolo_model_asset(config_class: type[TrainConfig]) -> dg.AssetsDefinition:
         )  # fmt: skip
         # Secrets reach the worker as its environment only (defs/training/pipes.py).
         env = {"MLFLOW_TRACKING_URI": mlflow.tracking_uri,
-               "CV_ASSETS_S3_ENDPOINT_URL": artifacts.s3_endpoint_url or "",
-               "CV_ASSETS_LAUNCHER_PID": str(os.getpid())}  # fmt: skip
+               "CV_ASSETS_S3_ENDPOINT_URL": artifacts.s3_endpoint_url or ""}  # fmt: skip
         try:
             rec = train_in_worker(context, pipes, store, env, extras)
         except TrainingRetryable as e:
-            raise dg.RetryRequested(max_retries=2, seconds_to_wait=5) from e
+            context.log.warning(str(e))
+            raise dg.RetryRequested(max_retries=2, seconds_to_wait=e.wait_s) from e
         link = tracking.run_url(mlflow.ui_url, tracking.experiment_id(client), rec["mlflow_run_id"])
         context.log.info(f"weights {rec['weights']['sha256'][:12]} reused={rec['reused']}")
         return dg.MaterializeResult(

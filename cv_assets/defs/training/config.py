@@ -13,7 +13,10 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import Field, create_model
 
+from cv_assets.defs.mobile.config import MobileConfig
+from cv_assets.lib.mobile.release import Budgets
 from cv_assets.lib.training.gate import GateSettings
+from cv_assets.lib.training.search import Search
 from cv_assets.lib.training.yolo import TrainParams
 
 _P = TrainParams()
@@ -21,11 +24,62 @@ C = TypeVar("C", bound=dg.Config)
 
 
 class SearchConfig(dg.Config):
-    trials: int = Field(default=0, description="0: train once; K: try K configurations (HPO)")
-    strategy: str = Field(default="grid", description="'grid' or 'random'")
-    lr0: list[float] = Field(default=[0.001, 0.002, 0.004], description="search space for lr0")
-    imgsz: list[int] = Field(default=[_P.imgsz], description="search space for imgsz")
-    model_yaml: list[str] = Field(default=[_P.model_yaml], description="model sizes to try")
+    """The hyperparameter search (``hpo_sweep`` turns it on): an Optuna study of ``trials``
+    trainings whose best feasible one, by validation mAP50-95, is the challenger."""
+
+    trials: int = Field(default=0, description="0: train once; K: run K trials (an Optuna study)")
+    strategy: str = Field(
+        default="tpe",
+        description="'tpe' (Optuna's TPE, seeded by `seed`), 'random', or 'grid' (the first K "
+        "points of the grid of the listed values)",
+    )
+    pruner: str = Field(
+        default="median",
+        description="stop weak trials early on their per-epoch val mAP50-95: 'median', "
+        "'hyperband' or 'none'",
+    )
+    lr0: list[float] = Field(
+        default=[0.001, 0.002, 0.004],
+        description="tpe and random: lr0 is drawn log-uniformly between the smallest and the "
+        "largest of these; grid: these values; empty: the training's lr0",
+    )
+    imgsz: list[int] = Field(
+        default=[], description="input sizes to choose from; empty: the training's imgsz"
+    )
+    model_yaml: list[str] = Field(
+        default=[], description="architecture YAMLs to choose from; empty: the training's"
+    )
+    constraints: bool = Field(
+        default=True,
+        description="export each trial to ONNX and hold it to mobile_model's max_latency_ms and "
+        "max_file_mb: a trial over budget is recorded and never the challenger",
+    )
+    timeout_minutes: float = Field(
+        default=0.0, description="start no trial after this many minutes (0: no limit)"
+    )
+
+    def search(self, seed: int, budgets: Budgets | None) -> Search:
+        """The worker's ``Search``; raises ``ValueError`` naming a wrong setting."""
+        b = budgets if self.constraints else None
+        lists = {"lr0": self.lr0, "imgsz": self.imgsz, "model_yaml": self.model_yaml}
+        return Search(
+            trials=self.trials,
+            strategy=self.strategy,
+            space={k: v for k, v in lists.items() if v},
+            seed=seed,
+            pruner=self.pruner,
+            timeout_s=self.timeout_minutes * 60,
+            max_latency_ms=b.max_latency_ms if b else None,
+            max_file_mb=b.max_file_mb if b else None,
+        )
+
+
+def mobile_budgets(run_config: Mapping[str, Any]) -> Budgets:
+    """The latency and size budgets ``mobile_model`` judges by in this run: its run config's
+    (``ops.mobile_model.config``), else ``MobileConfig``'s defaults. A search holds its trials to
+    these, so the challenger it picks is one the app files can be made of."""
+    ops = run_config.get("ops") or {}
+    return MobileConfig(**((ops.get("mobile_model") or {}).get("config") or {})).budgets()
 
 
 class TrainConfig(dg.Config):

@@ -18,13 +18,18 @@ TRAINING_ASSETS = dg.AssetSelection.assets(
 
 
 # max_runtime lets run monitoring fail a run whose worker was killed, freeing its slots. A
-# deployment adds its own (CV_ASSETS_TRAINING_RUN_TAGS): the GPU pool, dagster-k8s/config with a
-# GPU node selector, ECS overrides. Every training run carries them, however it was started.
+# deployment adds its own (CV_ASSETS_TRAINING_RUN_TAGS): the GPU pool its training pod or task
+# runs on, the queue's limit per pool. The GPU itself is the training process's, not the run's
+# (CV_ASSETS_TRAINING_LAUNCHER). Every training run carries them, however it was started.
 def training_tags(cfg: PlatformConfig) -> dict[str, str]:
     return dict(cfg.training_run_tags) | {
         "cv_assets/stage": "training",
         "dagster/max_runtime": str(4 * 3600),
     }
+
+
+# hpo_sweep's default: TPE over lr0 (SearchConfig's range) with median pruning, four trials.
+HPO_SWEEP = {"trials": 4, "strategy": "tpe", "pruner": "median"}
 
 
 def training_jobs(cfg: PlatformConfig) -> list[UnresolvedAssetJobDefinition]:
@@ -40,9 +45,10 @@ def training_jobs(cfg: PlatformConfig) -> list[UnresolvedAssetJobDefinition]:
     hpo_sweep = dg.define_asset_job(
         "hpo_sweep",
         selection=TRAINING_ASSETS,
-        description="Train K configurations (MLflow child runs) on one dataset version; the best "
-        "by validation mAP goes through the same gate as any challenger.",
+        description="An Optuna study of K trainings (MLflow child runs) on one dataset version, "
+        "weak ones pruned per epoch, each held to the mobile budgets; the best feasible by "
+        "validation mAP50-95 goes through the same gate as any challenger.",
         tags=tags,
-        config={"ops": {"yolo_model": {"config": {"search": {"trials": 3, "strategy": "grid"}}}}},
+        config={"ops": {"yolo_model": {"config": {"search": HPO_SWEEP}}}},
     )
     return [training_job, hpo_sweep]

@@ -23,6 +23,8 @@ def model_metadata(rec: YoloModel, mlflow_link: str) -> dict[str, Any]:
         "val_map50_95": round(rec["val_map50_95"], 4),
         "epochs": rec["epochs_run"],
         "train_seconds": rec["train_seconds"],
+        # A killed training resumed from its checkpoint: the epochs it did not repeat.
+        "resumed_after_epoch": rec.get("resumed_after_epoch", 0),
         "reused_existing_weights": rec["reused"],
         "mlflow_run_id": rec["mlflow_run_id"],
         "mlflow_run": dg.MetadataValue.url(mlflow_link),

@@ -4,8 +4,15 @@ This module must not import torch or Ultralytics: ``cv-assets predict`` starts f
 developer reads it as the reference for what to do on the phone. Preprocessing is exactly
 Ultralytics' square letterbox (as in training and validation): keep the aspect ratio, resize with
 bilinear interpolation, pad with grey 114 to the centre, BGR to RGB, scale to [0, 1], NCHW.
-Post-processing is Ultralytics' NMS for one image: best class per anchor, confidence filter,
-class-aware IoU suppression, at most ``max_det`` boxes.
+
+Post-processing depends on the head's output (``end2end``, from the file's metadata or shape):
+
+- one-to-many heads (YOLO11): ``(1, 4 + nc, anchors)``, centre/size boxes then class scores;
+  Ultralytics' NMS for one image: best class per anchor, confidence filter, class-aware IoU
+  suppression, at most ``max_det`` boxes (``postprocess``);
+- end-to-end heads (YOLO26's one-to-one head): ``(1, k, 6)``, final detections ``x1, y1, x2, y2,
+  score, class`` best first, k = min(300, anchors); a confidence filter and nothing else, no NMS
+  (``postprocess_end2end``).
 """
 
 from __future__ import annotations
@@ -125,6 +132,45 @@ def postprocess(
     return np.concatenate([xyxy, scores[:, None], cls[:, None]], 1).astype(np.float32)
 
 
+def postprocess_end2end(
+    raw: np.ndarray, lb: Letterbox, conf: float = 0.25, max_det: int = 300
+) -> np.ndarray:
+    """``(k, 6)`` end-to-end output to ``(M, 6)`` ``[x1, y1, x2, y2, conf, cls]``, normalised.
+
+    The rows are already the model's final detections, best first (its one-to-one head assigns
+    one prediction per object, so there is nothing to suppress): keep those above ``conf``.
+    """
+    pred = np.asarray(raw, dtype=np.float32).reshape(-1, 6)
+    pred = pred[pred[:, 4] > conf][:max_det]
+    h, w = lb.shape
+    pad = np.array([lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y], np.float32)
+    gain = np.array([lb.gain_x, lb.gain_y, lb.gain_x, lb.gain_y], np.float32)
+    xyxy = ((pred[:, :4] - pad) / gain).clip(0, [w, h, w, h]) / [w, h, w, h]
+    return np.concatenate([xyxy, pred[:, 4:6]], 1).astype(np.float32)
+
+
+def is_end2end_output(shape: Sequence[int]) -> bool:
+    """Whether a batch-1 head output of ``shape`` is end-to-end ``(1, k, 6)`` rather than
+    ``(1, 4 + nc, anchors)``: a head has at least 21 anchors (imgsz 32), and k is as many up to
+    300, so the last axis tells them apart."""
+    return len(shape) == 3 and shape[-1] == 6
+
+
+def decode(
+    raw: np.ndarray,
+    lb: Letterbox,
+    end2end: bool,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+) -> np.ndarray:
+    """The head's batch-1 output (without the batch axis, boxes in input pixels) to ``(M, 6)``
+    normalised detections: ``postprocess_end2end`` or NMS by ``postprocess``."""
+    if end2end:
+        return postprocess_end2end(raw, lb, conf, max_det)
+    return postprocess(raw, lb, conf, iou, max_det)
+
+
 class OnnxDetector:
     """One ONNX or ``.ort`` detector file in an onnxruntime CPU session."""
 
@@ -143,27 +189,34 @@ class OnnxDetector:
         self.input_name = inp.name
         self.imgsz = int(inp.shape[-1])
         self.metadata = model_metadata(self.session.get_modelmeta().custom_metadata_map)
+        shape = self.session.get_outputs()[0].shape
+        self.end2end = bool(self.metadata.get("end2end", is_end2end_output(shape)))
 
     @property
     def class_names(self) -> list[str]:
         return list(self.metadata.get("names", []))
 
     def raw(self, blob: np.ndarray) -> np.ndarray:
+        """The head's output without the batch axis: ``(4 + nc, anchors)``, or ``(k, 6)`` for an
+        end-to-end head; boxes in input pixels."""
         return np.asarray(self.session.run(None, {self.input_name: blob})[0])[0]
 
     def detect(
         self, img: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int = 300
     ) -> np.ndarray:
         blob, lb = letterbox(img, self.imgsz)
-        return postprocess(self.raw(blob), lb, conf, iou, max_det)
+        return decode(self.raw(blob), lb, self.end2end, conf, iou, max_det)
 
 
 def model_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """The ONNX metadata Ultralytics writes (names as a Python dict literal) plus the platform's."""
+    """The ONNX metadata Ultralytics writes (names as a Python dict literal, ``end2end`` as
+    ``True``/``False``) plus the platform's."""
     out: dict[str, Any] = {}
     if "names" in props:
         names = ast.literal_eval(props["names"])
         out["names"] = [names[k] for k in sorted(names)] if isinstance(names, dict) else names
+    if props.get("end2end") in ("True", "False"):
+        out["end2end"] = props["end2end"] == "True"
     if "cv_assets" in props:
         out |= json.loads(props["cv_assets"])
     for k in ("imgsz", "stride"):
@@ -174,7 +227,7 @@ def model_metadata(props: dict[str, str]) -> dict[str, Any]:
 
 def open_detector(path: str | Path, threads: int = 2) -> Any:
     """An ``OnnxDetector`` for ``.onnx``/``.ort``, a LiteRT ``TfliteDetector`` for ``.tflite``:
-    the same ``imgsz``, ``class_names``, ``raw`` and ``detect``."""
+    the same ``imgsz``, ``class_names``, ``end2end``, ``raw`` and ``detect``."""
     if Path(path).suffix == ".tflite":
         from cv_assets.lib.core.litert_detect import TfliteDetector
 

@@ -10,13 +10,34 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 DEFAULT_CLASSES = ("square", "circle", "triangle")
 PROFILES = ("local", "cloud")
+# Where yolo_model's training process runs (resources/training.py): beside the run, in a
+# Kubernetes pod, in an ECS task.
+TRAINING_LAUNCHERS = ("subprocess", "k8s", "ecs")
+LAUNCHER_VAR = "CV_ASSETS_TRAINING_LAUNCHER"
+POD_SPEC_VAR = "CV_ASSETS_TRAINING_POD_SPEC"
+IMAGE_VAR = "CV_ASSETS_TRAINING_IMAGE"
+NAMESPACE_VAR = "CV_ASSETS_TRAINING_NAMESPACE"
+RUN_TASK_VAR = "CV_ASSETS_TRAINING_RUN_TASK"
+# The settings each launcher reads; setting one for another launcher is refused, not ignored.
+LAUNCHER_SETTINGS = {
+    "k8s": (POD_SPEC_VAR, IMAGE_VAR, NAMESPACE_VAR),
+    "ecs": (RUN_TASK_VAR,),
+}
+# An environment variable whose value is a credential, or may hold one (a tracking URI with a
+# password): it reaches a pod or task by reference (a Secret, Secrets Manager), never as text.
+CREDENTIAL_VAR = re.compile(
+    r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|^MLFLOW_TRACKING_URI$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,15 @@ class PlatformConfig:
     # Field telemetry: a day is judged once it has been over this long (late events from apps'
     # offline queues); a day that gains events later is judged again.
     field_settle_s: int = 1800
+    # Where yolo_model's training process runs: "subprocess" (beside the run, the default),
+    # "k8s" (a pod from ``training_pod_spec``, in ``training_image`` or the run's own image, in
+    # ``training_namespace`` or the run's), "ecs" (a task from the RunTask request
+    # ``training_run_task``). The documents are read and checked once, here.
+    training_launcher: str = "subprocess"
+    training_pod_spec: Mapping[str, Any] = field(default_factory=dict)
+    training_image: str | None = None
+    training_namespace: str | None = None
+    training_run_task: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dagster_home(self) -> Path:
@@ -146,7 +176,90 @@ class PlatformConfig:
                     e.get("CV_ASSETS_TRAINING_RUN_TAGS", ""), "CV_ASSETS_TRAINING_RUN_TAGS"
                 ).items()
             },
+            **training_launch(e),
         )
+
+
+def training_launch(e: Mapping[str, str]) -> dict[str, Any]:
+    """``CV_ASSETS_TRAINING_LAUNCHER`` and the settings of the launcher it names, checked.
+
+    ``k8s``: ``CV_ASSETS_TRAINING_POD_SPEC``, a Kubernetes PodSpec (YAML or JSON: a file's path,
+    or the document itself), and optionally ``CV_ASSETS_TRAINING_IMAGE`` (default: the run's own
+    image) and ``CV_ASSETS_TRAINING_NAMESPACE`` (default: the run's). ``ecs``:
+    ``CV_ASSETS_TRAINING_RUN_TASK``, an ECS RunTask request (the same two forms). A credential in
+    either document is refused: the pod or task takes it from a Secret by reference.
+    """
+    launcher = _choice(e.get(LAUNCHER_VAR) or "subprocess", TRAINING_LAUNCHERS, LAUNCHER_VAR)
+    for owner, names in LAUNCHER_SETTINGS.items():
+        for var in names:
+            if e.get(var) and launcher != owner:
+                raise ValueError(
+                    f"{var} is set, but {LAUNCHER_VAR}={launcher} does not read it: set "
+                    f"{LAUNCHER_VAR}={owner}, or unset {var}"
+                )
+    out: dict[str, Any] = {"training_launcher": launcher}
+    if launcher == "k8s":
+        spec = _document(e, POD_SPEC_VAR, "a Kubernetes PodSpec")
+        for kind in ("containers", "initContainers", "init_containers"):
+            for i, container in enumerate(spec.get(kind) or []):
+                env = container.get("env") if isinstance(container, Mapping) else None
+                _no_literal_credentials(env, POD_SPEC_VAR, f"{kind}[{i}].env")
+        out |= {
+            "training_pod_spec": spec,
+            "training_image": e.get(IMAGE_VAR) or None,
+            "training_namespace": e.get(NAMESPACE_VAR) or None,
+        }
+    elif launcher == "ecs":
+        request = _document(e, RUN_TASK_VAR, "an ECS RunTask request")
+        if not isinstance(request.get("taskDefinition"), str):
+            raise ValueError(
+                f"{RUN_TASK_VAR}: the RunTask request names no taskDefinition (the training "
+                "task's family[:revision] or ARN)"
+            )
+        overrides = (request.get("overrides") or {}).get("containerOverrides") or []
+        for i, override in enumerate(overrides):
+            where = f"overrides.containerOverrides[{i}].environment"
+            _no_literal_credentials(override.get("environment"), RUN_TASK_VAR, where)
+        out["training_run_task"] = request
+    return out
+
+
+def _document(e: Mapping[str, str], var: str, what: str) -> dict[str, Any]:
+    """The YAML or JSON mapping that ``var`` holds: a file's path, or the document itself."""
+    text = e.get(var, "")
+    if not text.strip():
+        raise ValueError(
+            f"{LAUNCHER_VAR}={e.get(LAUNCHER_VAR)} needs {var}: {what} (a file's path, or the "
+            "document itself)"
+        )
+    inline = text.lstrip().startswith("{")
+    where = f"{var}={'<inline>' if inline else text}"
+    if not inline:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{where}: no such file (the working directory is {Path.cwd()})")
+        text = path.read_text()
+    try:
+        value = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as err:
+        raise ValueError(f"{where}: not valid YAML or JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping ({what}), got {type(value).__name__}")
+    return value
+
+
+def _no_literal_credentials(env: Any, var: str, where: str) -> None:
+    for item in env or []:
+        if not isinstance(item, Mapping):
+            continue
+        name = str(item.get("name", ""))
+        if "value" in item and CREDENTIAL_VAR.search(name):
+            raise ValueError(
+                f"{var}: {where} gives {name} as a literal value, which the API and anyone who "
+                "describes the pod or task can read: reference a Secret instead (Kubernetes: "
+                "envFrom secretRef or valueFrom.secretKeyRef; ECS: the task definition's "
+                "secrets)"
+            )
 
 
 def _choice(value: str, allowed: Sequence[str], var: str) -> str:

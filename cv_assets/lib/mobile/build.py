@@ -15,7 +15,7 @@ from typing import Any
 from cv_assets.lib.core import layout
 from cv_assets.lib.core.files import local_file, scratch_dir
 from cv_assets.lib.core.metrics import evaluate_detections, read_yolo_truth
-from cv_assets.lib.core.onnx_detect import predict_files
+from cv_assets.lib.core.onnx_detect import OnnxDetector, predict_files
 from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.dataset.snapshot import test_split
 from cv_assets.lib.mobile.export import (
@@ -95,7 +95,8 @@ def build_release(
     Raises ``ExportFailed`` when the fp32 export or the ``.ort`` conversion fails; a failed int8
     quantization only makes fp32 the app's file. The LiteRT and Core ML files (``platforms``)
     are made in the export environment ``export_python``; each that fails is recorded and left
-    out, and never fails the release.
+    out, and never fails the release. An end-to-end head (YOLO26) gives files whose output is
+    the final detections; ``meta["end2end"]`` and ``Release.end2end`` say so.
     """
     truths = [read_yolo_truth(Path(p).read_text()) for p in test_labels]
     meta = dict(meta or {})
@@ -104,6 +105,9 @@ def build_release(
         return _judge(fmt, path, test_images, truths, n_classes, reference, tol, budgets)
 
     fp32 = export_onnx(weights, imgsz, out_dir / "export", opset)
+    # The head decides the output (final detections, or anchors for NMS): every file says which,
+    # and the phone converters export the same head.
+    meta["end2end"] = OnnxDetector(fp32).end2end
     used_opset = stamp_metadata(fp32, meta | {"format": "onnx_fp32"})
     files = {"onnx_fp32": judge("onnx_fp32", fp32, budgets.fp32_tolerance)}
     try:
@@ -137,8 +141,9 @@ def build_release(
             meta=meta, judge=judge, budgets=budgets,
         )  # fmt: skip
     return Release(
-        files, app_format, why, app_format, used_opset, report, reference, budgets, scheme
-    )
+        files, app_format, why, app_format, used_opset, report, reference, budgets, scheme,
+        end2end=bool(meta["end2end"]),
+    )  # fmt: skip
 
 
 def calibration_images(store: Any, dataset: TrainingDataset, cache: Path, n: int) -> list[str]:

@@ -17,7 +17,12 @@ only its own file. The request is JSON::
 and the worker writes ``<out>.result.json`` (``{"path", "seconds", "converter"}``) or exits
 non-zero with the converter's reason as the last line of stderr. This module imports only the
 standard library at the top, and nothing of the platform but ``lib/core/onnx_detect``'s letterbox
-(numpy and OpenCV), so the platform's environment can import it too.
+(numpy and OpenCV) and names from ``litert_detect`` and ``contract``, so the platform's
+environment can import it too.
+
+A one-to-many head (YOLO11) and an end-to-end head (YOLO26, ``meta["end2end"]``) are converted
+alike, except that the end-to-end head keeps its final detections (Ultralytics' ``nms=False``) in
+every file, and its Core ML file is the ML program alone: Apple's NMS has nothing to do.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from typing import Any
 
 # The ops that decode boxes and scores in litert-torch's names for Ultralytics' Detect head: its
 # own ops (``Detect_23;16``), the DFL, the box normalisation and the output. The convolution
-# branches (``Detect_23/...Sequential...``) are quantized like the rest of the network.
+# branches (``Detect_23/...Sequential...``) are quantized like the rest of the network. An
+# end-to-end head's top-k, gathers and class-id arithmetic are its own ops too (``Detect_23;37``),
+# so they stay in float: quantized, its class-id column would round to other classes (why
+# Ultralytics refuses its own int8 LiteRT export of an end-to-end head).
 FLOAT_HEAD = (
     r".*(Detect_\d+(;|/ultralytics\.nn\.modules\.block\.DFL)|_NormalizeCoords;"
     r"|serving_default_output).*"
@@ -61,9 +69,16 @@ def _add_tflite_meta(path: Path, meta: dict[str, Any]) -> None:
         zf.writestr(META_ENTRY, json.dumps(meta, sort_keys=True))
 
 
+def _end2end(req: dict[str, Any]) -> bool:
+    """Whether the weights' head is end-to-end (YOLO26): the ONNX export's metadata said so."""
+    return bool(req["meta"].get("end2end"))
+
+
 def tflite(req: dict[str, Any], tmp: Path) -> str:
-    """fp32 LiteRT through Ultralytics' exporter (litert-torch): boxes normalised to the input."""
-    made = _ultralytics_export(req["weights"], req["imgsz"], tmp, format="litert")
+    """fp32 LiteRT through Ultralytics' exporter (litert-torch): a one-to-many head's boxes
+    normalised to the input; an end-to-end head's final detections (``nms=False``) in pixels."""
+    e2e = {"nms": False} if _end2end(req) else {}
+    made = _ultralytics_export(req["weights"], req["imgsz"], tmp, format="litert", **e2e)
     shutil.copyfile(made, req["out"])
     _add_tflite_meta(Path(req["out"]), req["meta"])
     return f"litert-torch {pkg.version('litert-torch')}"
@@ -110,15 +125,30 @@ def tflite_int8(req: dict[str, Any], tmp: Path) -> str:
 
 
 def mlpackage(req: dict[str, Any], tmp: Path) -> str:
-    """An ML program with Apple's NMS in a pipeline (what Vision's VNCoreMLRequest expects),
-    zipped: one file to download, sha256 and swap, unzipped by the app."""
+    """Zipped (one file to download, sha256 and swap, unzipped by the app): for a one-to-many
+    head, an ML program with Apple's NMS in a pipeline (what Vision's VNCoreMLRequest expects);
+    for an end-to-end head, the ML program alone, whose output is already the final detections.
+    Both compute in float16, as the Neural Engine does."""
     import coremltools as ct
 
-    made = _ultralytics_export(
-        req["weights"], req["imgsz"], tmp, format="coreml", nms=True,
-        conf=req.get("conf", 0.25), iou=req.get("iou", 0.7),
-    )  # fmt: skip
-    model = ct.models.MLModel(str(made), skip_model_load=True)
+    from cv_assets.lib.mobile.contract import COREML_END2END_OUTPUT  # the contract names it
+
+    if _end2end(req):
+        made = _ultralytics_export(
+            req["weights"], req["imgsz"], tmp, format="coreml", nms=False, quantize=16
+        )
+        model = ct.models.MLModel(str(made), skip_model_load=True)
+        # The traced output is named after a MIL variable (``var_1439``): give it the name the
+        # manifest's contract uses.
+        spec = model.get_spec()
+        ct.utils.rename_feature(spec, spec.description.output[0].name, COREML_END2END_OUTPUT)
+        model = ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
+    else:
+        made = _ultralytics_export(
+            req["weights"], req["imgsz"], tmp, format="coreml", nms=True,
+            conf=req.get("conf", 0.25), iou=req.get("iou", 0.7),
+        )  # fmt: skip
+        model = ct.models.MLModel(str(made), skip_model_load=True)
     model.user_defined_metadata["cv_assets"] = json.dumps(req["meta"], sort_keys=True)
     model.short_description = f"cv_assets detector {req['meta'].get('weights_sha256', '')[:12]}"
     saved = tmp / "stamped" / "model.mlpackage"

@@ -3,17 +3,24 @@
 Decisions (README "Mobile files"):
 - Static shape, batch 1: an app runs one camera frame at a time, and static shapes let ORT Mobile
   and the phone's NNAPI/CoreML execution providers plan memory ahead.
-- NMS stays outside the graph. The head returns ``(1, 4 + nc, anchors)``: boxes as centre/size in
-  input pixels, then class scores. ``lib/core/onnx_detect.py`` is the reference post-processing.
+- The head's own output, no NMS added to the graph. A one-to-many head (YOLO11) returns
+  ``(1, 4 + nc, anchors)``: boxes as centre/size in input pixels, then class scores, and the app
+  runs NMS. An end-to-end head (YOLO26, exported with Ultralytics' ``nms=False``) returns its
+  one-to-one branch's final detections ``(1, k, 6)``: ``x1, y1, x2, y2`` in input pixels, score,
+  class, best first, k = min(300, anchors); the app runs no NMS. ``lib/core/onnx_detect.py`` is
+  the reference post-processing of both.
 - int8 quantizes every convolution (per-channel symmetric weights, calibrated activations) and
-  keeps the head's decoding in float: the DFL softmax, the box arithmetic, the sigmoid and the
-  final concat of pixel boxes with [0, 1] scores, which one int8 scale cannot hold both of.
+  keeps the head's decoding in float: the DFL softmax (YOLO11; YOLO26 has none), the box
+  arithmetic, the sigmoid and the concat of pixel boxes with [0, 1] scores, which one int8 scale
+  cannot hold both of; for an end-to-end head also its top-k selection and the gathers that
+  carry class ids, which int8 would round to other classes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +35,9 @@ from cv_assets.lib.training.yolo import prepare_ultralytics
 
 log = logging.getLogger(__name__)
 
-EXPORT_CODE_VERSION = "3"  # 2: LiteRT and Core ML files; 3: LiteRT int8 keeps a float head
+# 2: LiteRT and Core ML files; 3: LiteRT int8 keeps a float head; 4: end-to-end (YOLO26) heads,
+# and every file's metadata says which head it has.
+EXPORT_CODE_VERSION = "4"
 
 
 class ExportFailed(RuntimeError):
@@ -48,7 +57,11 @@ class QuantScheme:
 
 
 def export_onnx(weights: Path, imgsz: int, out_dir: Path, opset: int | None = None) -> Path:
-    """Ultralytics' ONNX export (simplified with onnxslim), batch 1, NMS outside, on the CPU."""
+    """Ultralytics' ONNX export (simplified with onnxslim), batch 1, on the CPU; no NMS added.
+
+    ``nms=False`` asks Ultralytics for the NMS-free head where the model has one (YOLO26's
+    one-to-one branch, the head ``predict_yolo`` evaluates); a one-to-many head exports as is.
+    """
 
     prepare_ultralytics()
     from ultralytics import YOLO
@@ -91,11 +104,18 @@ def stamp_metadata(path: Path, meta: dict[str, Any]) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+# The detect head's convolution branches: ``cv2`` for boxes, ``cv3`` for classes, and their
+# ``one2one_`` twins in an end-to-end head (YOLO26), which is all that head keeps once fused.
+HEAD_CONV_BRANCH = re.compile(r"/(one2one_)?cv[23]\.")
+
+
 def head_float_nodes(path: Path) -> list[str]:
     """Nodes of the detect head that decode boxes and scores: these stay in float.
 
-    The head is the module that produces the graph's output; its convolution branches (``cv2``
-    for boxes, ``cv3`` for classes) are quantized like the rest of the network.
+    The head is the module that produces the graph's output; its convolution branches
+    (``HEAD_CONV_BRANCH``) are quantized like the rest of the network. What stays is the decoding:
+    for YOLO11 the DFL, box arithmetic, sigmoid and concat; for YOLO26's end-to-end head the box
+    arithmetic, sigmoid and concat, then the top-k, gathers and class-id arithmetic.
     """
     import onnx
 
@@ -106,7 +126,7 @@ def head_float_nodes(path: Path) -> list[str]:
     return [
         n.name
         for n in graph.node
-        if n.name.startswith(prefix) and "/cv2." not in n.name and "/cv3." not in n.name
+        if n.name.startswith(prefix) and not HEAD_CONV_BRANCH.search(n.name)
     ]
 
 

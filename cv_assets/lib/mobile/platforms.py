@@ -7,9 +7,11 @@ judged here, in the platform's environment, by code that shares nothing with the
   test split with the same metric code, tolerances, size and latency budgets as the ONNX files;
   int8 also keeps the ONNX int8 file's size budget against its fp32 file.
 - ``mlpackage`` cannot run on Linux (Core ML is Apple's), so its check is structural: the package
-  loads, its input is an RGB image of the trained size, its outputs are Vision's ``confidence``
-  and ``coordinates``, its class labels are the dataset's, its NMS thresholds are the contract's
-  and its metadata names the weights it was made from.
+  loads, its input is an RGB image of the trained size, its metadata names the weights it was
+  made from, and by head: one-to-many, a pipeline with Apple's NMS whose outputs are Vision's
+  ``confidence`` and ``coordinates``, whose class labels are the dataset's and whose NMS
+  thresholds are the contract's; end-to-end (``meta["end2end"]``), an ML program alone whose one
+  output is the contract's ``(1, k, 6)`` detections and whose class names are the dataset's.
 
 Each format fails alone: a converter that is missing, crashes or times out, or a file that misses
 its check, is recorded with its reason and is not shipped; the other files are unaffected.
@@ -17,6 +19,7 @@ its check, is recorded with its reason and is not shipped; the other files are u
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cv_assets.lib.mobile.contract import COREML_CLASS_PAD
+from cv_assets.lib.mobile.contract import COREML_CLASS_PAD, COREML_END2END_OUTPUT, end2end_rows
 from cv_assets.lib.mobile.export import ExportFailed
 from cv_assets.lib.mobile.release import Budgets, FileResult
 
@@ -113,7 +116,7 @@ def coreml_checks(
     package_zip: Path, imgsz: int, classes: list[str], meta: dict[str, Any],
     conf: float, iou: float,
 ) -> list[tuple[bool, str]]:  # fmt: skip
-    """Each structural fact of the package, with whether it holds."""
+    """Each structural fact of the package, with whether it holds (by the head ``meta`` names)."""
     try:
         spec = _coreml_spec(package_zip)
     except Exception as e:
@@ -122,18 +125,27 @@ def coreml_checks(
     inputs = {i.name: i for i in d.input}
     image = inputs.get("image")
     it = image.type.imageType if image and image.type.WhichOneof("Type") == "imageType" else None
+    stamped = json.loads(d.metadata.userDefined.get("cv_assets", "{}"))
+    found = "" if it is None else f" (found {it.width}x{it.height}, colour space {it.colorSpace})"
+    common = [
+        (it is not None and (it.width, it.height, it.colorSpace) == (imgsz, imgsz, RGB),
+         f"input 'image' is an RGB image of {imgsz}x{imgsz}{found}"),
+        (bool(stamped) and all(stamped.get(k) == meta.get(k) for k in
+                               ("weights_sha256", "dataset_version", "mlflow_run_id", "end2end")),
+         f"metadata names weights {str(meta.get('weights_sha256'))[:12]} and MLflow run "
+         f"{meta.get('mlflow_run_id')}"),
+    ]  # fmt: skip
+    if meta.get("end2end"):
+        return common + _end2end_checks(spec, imgsz, classes)
     subs = [m.WhichOneof("Type") for m in spec.pipeline.models]
     nms = next((m.nonMaximumSuppression for m in spec.pipeline.models
                 if m.WhichOneof("Type") == "nonMaximumSuppression"), None)  # fmt: skip
     labels = list(nms.stringClassLabels.vector) if nms else []
     pad = [str(i) for i in range(len(classes), len(labels))]
-    stamped = json.loads(d.metadata.userDefined.get("cv_assets", "{}"))
-    found = "" if it is None else f" (found {it.width}x{it.height}, colour space {it.colorSpace})"
     return [
         (subs == ["mlProgram", "nonMaximumSuppression"],
          f"a pipeline of an ML program and Apple's NMS (found {subs or spec.WhichOneof('Type')})"),
-        (it is not None and (it.width, it.height, it.colorSpace) == (imgsz, imgsz, RGB),
-         f"input 'image' is an RGB image of {imgsz}x{imgsz}{found}"),
+        common[0],
         ([o.name for o in d.output] == ["confidence", "coordinates"],
          f"outputs confidence and coordinates (found {[o.name for o in d.output]})"),
         (labels[: len(classes)] == classes and labels[len(classes):] == pad
@@ -143,10 +155,29 @@ def coreml_checks(
         (nms is not None and abs(nms.iouThreshold - iou) < 1e-6
          and abs(nms.confidenceThreshold - conf) < 1e-6,
          f"NMS IoU {iou} and confidence {conf}, as the manifest's contract"),
-        (bool(stamped) and all(stamped.get(k) == meta.get(k) for k in
-                               ("weights_sha256", "dataset_version", "mlflow_run_id")),
-         f"metadata names weights {str(meta.get('weights_sha256'))[:12]} and MLflow run "
-         f"{meta.get('mlflow_run_id')}"),
+        common[1],
+    ]  # fmt: skip
+
+
+def _end2end_checks(spec: Any, imgsz: int, classes: list[str]) -> list[tuple[bool, str]]:
+    """An end-to-end head's package: the ML program alone (its output is already the final
+    detections: nothing for Apple's NMS to do), one output of the contract's shape, and the
+    dataset's class names in Ultralytics' metadata (the class ids index them)."""
+    d, kind = spec.description, spec.WhichOneof("Type")
+    rows = end2end_rows(imgsz)
+    outs = [(o.name, list(o.type.multiArrayType.shape)) for o in d.output]
+    try:
+        names = ast.literal_eval(d.metadata.userDefined.get("names", "{}"))
+    except (ValueError, SyntaxError):
+        names = {}
+    named = [names[k] for k in sorted(names)] if isinstance(names, dict) else []
+    return [
+        (kind == "mlProgram",
+         f"an ML program without Apple's NMS: the head is end-to-end (found {kind})"),
+        (outs == [(COREML_END2END_OUTPUT, [1, rows, 6])],
+         f"one output {COREML_END2END_OUTPUT!r} of shape (1, {rows}, 6): final detections "
+         f"(found {outs})"),
+        (named == classes, f"class names are the dataset's {len(classes)} (found {named})"),
     ]  # fmt: skip
 
 

@@ -72,6 +72,8 @@ class Release:
     reference: dict[str, float]
     budgets: Budgets
     scheme: QuantScheme
+    # The head's output: final detections (YOLO26, no NMS in the app), else anchors for NMS.
+    end2end: bool = False
 
     @property
     def passed(self) -> bool:
@@ -88,6 +90,7 @@ class Release:
             "reference": self.reference,
             "budgets": self.budgets.as_dict(),
             "quantization": self.scheme.as_dict(),
+            "end2end": self.end2end,
             "files": {k: f.as_dict() for k, f in self.files.items()},
         }
 

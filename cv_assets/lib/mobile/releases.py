@@ -52,6 +52,7 @@ class ReleaseSource:
     classes: Sequence[str]
     files: Mapping[str, str]  # format -> URI in the artifact store
     failed: Mapping[str, str] = field(default_factory=dict)  # format -> why it is not shipped
+    end2end: bool = False  # the files return final detections (YOLO26): no NMS in the app
 
     @classmethod
     def from_mobile(
@@ -63,12 +64,14 @@ class ReleaseSource:
         uri_tags: Mapping[str, str],
     ) -> ReleaseSource:
         """From a registry version's ``mobile`` tags: ``uri_tags`` names each format's URI tag,
-        and ``mobile_parity`` (JSON, format -> ``{"passed": ...}``) which files failed."""
+        ``mobile_parity`` (JSON, format -> ``{"passed": ...}``) which files failed, and
+        ``head_output`` whether they return final detections (``end2end``)."""
         files = {fmt: str(mobile[tag]) for fmt, tag in uri_tags.items() if mobile.get(tag)}
         parity = json.loads(str(mobile.get("mobile_parity") or "{}"))
         failed = {f: str(v.get("why") or "failed its check") for f, v in parity.items()
                   if isinstance(v, dict) and v.get("passed") is False}  # fmt: skip
-        return cls(str(version), int(imgsz), list(classes), files, failed)
+        end2end = mobile.get("head_output") == "end2end"
+        return cls(str(version), int(imgsz), list(classes), files, failed, end2end)
 
 
 KEY_FILE_VAR, KEY_VAR = "CV_ASSETS_RELEASE_KEY_FILE", "CV_ASSETS_RELEASE_KEY"
@@ -139,8 +142,9 @@ def stage_files(store: ArtifactStore, src: ReleaseSource) -> list[dict[str, Any]
         key = ch.file_key(src.version, FILE_NAME[fmt])
         data = store.get_bytes(store.key_of(uri))
         ref = store.put_bytes(ROOT + key, data)
+        io = file_io(fmt, src.imgsz, src.classes, end2end=src.end2end)
         out.append({"platform": PLATFORM[fmt], "format": fmt, "url": key, "sha256": ref.sha256,
-                    "size": ref.size} | file_io(fmt, src.imgsz, src.classes))  # fmt: skip
+                    "size": ref.size} | io)  # fmt: skip
     if not out:
         raise ReleaseError(f"version {src.version} has no app file that passed its checks")
     return out
@@ -175,10 +179,11 @@ def publish(
     previous = prev["model_version"] if prev and prev["model_version"] != src.version else None
     if prev and previous is None:
         previous = prev.get("previous_version")
+    contract = io_contract(src.imgsz, src.classes, end2end=src.end2end)
     manifest = ch.build_manifest(
         channel=channel, model_version=src.version,
         sequence=ch.next_sequence(lambda k: _get(store, k), channel),
-        files=stage_files(store, src), contract=io_contract(src.imgsz, src.classes),
+        files=stage_files(store, src), contract=contract,
         min_app_version=min_app_version, rollout_percent=rollout_percent, created_at=now,
         expires_at=now + ttl, previous_version=previous,
         notes=notes or "; ".join(f"{f} not shipped: {why}" for f, why in src.failed.items()),

@@ -19,7 +19,8 @@ Evaluation metrics are MLflow metrics of the logged model and of its run, never 
 ``loader_module`` is this module (so loading it needs the ``cv_assets`` package; the ``onnx``
 flavor needs only onnx). It runs the file in onnxruntime through the platform's own pre- and
 post-processing (:mod:`cv_assets.lib.core.onnx_detect`: square letterbox, best class per anchor,
-class-aware NMS), so it gives exactly the detections ``cv-assets predict`` prints.
+class-aware NMS; for an end-to-end head such as YOLO26's, its final detections and no NMS), so it
+gives exactly the detections ``cv-assets predict`` prints.
 
 - **Input:** a DataFrame with one column ``image``, one row per image, each an encoded JPEG or
   PNG file (``bytes``; base64 in a JSON serving request). A ``str`` is read as a local file path,

@@ -43,6 +43,9 @@ MOBILE_TAGS = (
     "app_format",
     "model_card_uri",
     "mobile_parity",
+    # "end2end" (final detections: YOLO26) or "anchors" (NMS in the app); absent before it was
+    # recorded, which means anchors.
+    "head_output",
 )
 STATUSES = ("registered", "champion", "pending_approval", "archived", "rejected", "failed")
 

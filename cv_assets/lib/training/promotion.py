@@ -123,6 +123,7 @@ def mobile_tags(mobile: MobileModel) -> dict[str, str]:
         "app_format": mobile["summary"]["app_format"],
         "model_card_uri": mobile["model_card"]["uri"],
         "mobile_parity": json.dumps(parity_digest(mobile["summary"])),
+        "head_output": "end2end" if mobile["summary"].get("end2end") else "anchors",
     }
 
 

@@ -24,6 +24,8 @@ class YoloModel(TypedDict):
     val_map50: float
     val_map50_95: float
     reused: bool
+    # Epochs a killed training had done before this one resumed it (0: none); older records lack it.
+    resumed_after_epoch: NotRequired[int]
     # Only from a search (several trials): its table and the MLflow parent run.
     search_md: NotRequired[str]
     search_parent_run: NotRequired[str]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from cv_assets.lib.dataset.records import TrainingDataset
 from cv_assets.lib.dataset.snapshot import SPLITS, data_yaml, held_out_of_batches, test_split
 from cv_assets.lib.tracking import runs as tracking
 from cv_assets.lib.training.bootstrap import paired_bootstrap
+from cv_assets.lib.training.checkpoints import Checkpoints, Resume
 from cv_assets.lib.training.gate import GateDecision, GateSettings, gate, shadow_verdict
 from cv_assets.lib.training.records import ModelEvaluation, YoloModel
 from cv_assets.lib.training.yolo import (
@@ -35,6 +37,8 @@ from cv_assets.lib.training.yolo import (
 )
 
 TRAIN_CODE_VERSION = "1"
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(dataset_version: str, params: TrainParams, warm_start_sha: str | None) -> str:
@@ -130,15 +134,19 @@ def train_and_record(
     run_name: str = "yolo_model",
     run_tags: dict[str, str] | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> YoloModel:
     """Train (or reuse) weights for ``dataset`` and return their record.
 
     The record (``models/<key>/record.json``) is written only after the weights are safely in the
-    store, so a training killed half-way leaves nothing that looks finished.
+    store, so a training killed half-way leaves nothing that looks finished; it leaves its newest
+    checkpoint (``checkpoints.py``), and the next training of the same key resumes from it, in
+    the same MLflow run. ``say`` hears what a user should know: a resume, a refused checkpoint.
     """
-
+    tell = say or log.warning
     key = cache_key(dataset["version"], params, warm_start[1] if warm_start else None)
     record_key = layout.model_record(key)
+    ckpts = Checkpoints(store, key)
     if store.exists(record_key) and not force:
         stored: YoloModel = json.loads(store.get_bytes(record_key))
         stored["reused"] = True
@@ -150,40 +158,41 @@ def train_and_record(
         "cache_key": key,
         "warm_start_sha256": warm_start[1] if warm_start else "",
     }
-    run_id = tracking.start_run(mlflow_client, run_name, tags | (run_tags or {}), parent=parent_run)
-    tracking.log_dataset_input(
-        mlflow_client,
-        run_id,
-        dataset["version"],
-        dataset["samples"]["uri"],
-        int(dataset["images"]),
-        splits=dataset.get("counts"),
-        classes=dataset["classes"],
-    )
     device = resolve_device(params.device)
-    tracking.log_params(
-        mlflow_client,
-        run_id,
-        params.as_params() | {"dataset_images": dataset["images"], "resolved_device": device},
-    )
-    try:
-        with scratch_dir("train") as tmp:
+    with scratch_dir("train") as tmp:
+        resume = ckpts.find(Path(tmp) / "checkpoint", tell)
+        run_id = _open_run(mlflow_client, resume, run_name, tags | (run_tags or {}), parent_run)
+        if resume is not None and run_id == resume.mlflow_run_id:
+            tell(f"resuming training {key} after epoch {resume.epochs_done} of {params.epochs}, "
+                 f"in MLflow run {run_id}")  # fmt: skip
+        else:
+            _log_inputs(mlflow_client, run_id, dataset, params, device)
+
+        def checkpoint(done: int, last: Path, best: Path | None) -> None:
+            # The final epoch's is not kept: a kill after it repeats only that epoch, and
+            # Ultralytics cannot resume a training whose epochs are all done.
+            if done < params.epochs:
+                ckpts.save(done, last, best, run_id)
+
+        try:
             data = localize_dataset(store, dataset, Path(tmp) / "cache")
             out = train_yolo(
                 data,
                 Path(tmp) / "runs",
                 params,
                 on_epoch=lambda ep, row: _epoch(mlflow_client, run_id, ep, row, progress),
-                warm_start=verified_weights(*warm_start) if warm_start else None,
+                warm_start=verified_weights(*warm_start) if warm_start and not resume else None,
+                resume=(resume.last, resume.best) if resume else None,
+                on_checkpoint=checkpoint,
             )
             weights = store.put_file(layout.model_weights(key), out.weights)
             mlflow_client.log_artifact(run_id, str(out.weights), "weights")
             for extra in ("results.csv", "args.yaml"):
                 if (out.run_dir / extra).exists():
                     mlflow_client.log_artifact(run_id, str(out.run_dir / extra))
-    except BaseException:
-        mlflow_client.set_terminated(run_id, "FAILED")
-        raise
+        except BaseException as e:
+            mlflow_client.set_terminated(run_id, getattr(e, "mlflow_status", "FAILED"))
+            raise
     val = {
         "val_map50": out.metrics.get("metrics/mAP50(B)", 0.0),
         "val_map50_95": out.metrics.get("metrics/mAP50-95(B)", 0.0),
@@ -201,6 +210,7 @@ def train_and_record(
         "warm_start_sha256": tags["warm_start_sha256"],
         "val_map50": val["val_map50"],
         "val_map50_95": val["val_map50_95"],
+        "resumed_after_epoch": resume.epochs_done if resume else 0,
         "reused": False,
     }
     tracking.log_metrics(mlflow_client, run_id, val, step=out.epochs)
@@ -208,7 +218,43 @@ def train_and_record(
     # The stored record never says "reused": that is what a later read of it adds.
     stored_form = {k: v for k, v in record.items() if k != "reused"}
     store.put_bytes(record_key, json.dumps(stored_form, indent=1).encode())
+    ckpts.clear()
     return record
+
+
+def _open_run(
+    client: Any, resume: Resume | None, name: str, tags: dict[str, str], parent: str | None
+) -> str:
+    """The resumed training's MLflow run, open again; else a new run."""
+    if resume is not None:
+        try:
+            client.update_run(resume.mlflow_run_id, status="RUNNING")
+        except Exception as e:  # deleted, or another tracking server: the curves start anew
+            log.warning("MLflow run %s of the checkpoint: %s; a new run", resume.mlflow_run_id, e)
+        else:
+            for k, v in (tags | {"resumed_after_epoch": str(resume.epochs_done)}).items():
+                client.set_tag(resume.mlflow_run_id, k, v)
+            return resume.mlflow_run_id
+    return tracking.start_run(client, name, tags, parent=parent)
+
+
+def _log_inputs(
+    client: Any, run_id: str, dataset: TrainingDataset, params: TrainParams, device: str
+) -> None:
+    tracking.log_dataset_input(
+        client,
+        run_id,
+        dataset["version"],
+        dataset["samples"]["uri"],
+        int(dataset["images"]),
+        splits=dataset.get("counts"),
+        classes=dataset["classes"],
+    )
+    tracking.log_params(
+        client,
+        run_id,
+        params.as_params() | {"dataset_images": dataset["images"], "resolved_device": device},
+    )
 
 
 def evaluation_plots(ev: Evaluated, classes: Sequence[str], n_grid: int = 9) -> dict[str, bytes]:

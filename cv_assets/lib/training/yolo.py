@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -126,6 +127,11 @@ def _model_classes() -> tuple[type, ...]:
             for _, obj in inspect.getmembers(sub, inspect.isclass):
                 if issubclass(obj, torch.nn.Module) and obj.__module__.startswith(_MODEL_MODULES):
                     found.add(obj)
+    # A training checkpoint (last.pt, resumable) also holds the run's arguments: Ultralytics'
+    # namespace of plain values, rebuilt by setting attributes, never by a call.
+    from ultralytics.utils import IterableSimpleNamespace
+
+    found.add(IterableSimpleNamespace)
     return tuple(sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}"))
 
 
@@ -202,14 +208,37 @@ def train_yolo(
     params: TrainParams,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     warm_start: Path | None = None,
+    resume: tuple[Path, Path | None] | None = None,
+    on_checkpoint: Callable[[int, Path, Path | None], None] | None = None,
 ) -> TrainOutcome:
-    """Train and return the best weights with the final validation metrics."""
+    """Train and return the best weights with the final validation metrics.
+
+    ``resume`` (a verified ``last.pt`` and ``best.pt``) continues a killed training after the
+    epochs it holds; ``on_checkpoint(epochs_done, last, best or None)`` sees each epoch's
+    checkpoint (``best`` only when that epoch was the best so far).
+    """
     prepare_ultralytics()
     from ultralytics import YOLO
 
-    model = YOLO(params.model_yaml)
-    if warm_start is not None:
-        model.load(str(warm_start))
+    run_dir = out_dir / "train"
+    args = ultralytics_train_args(params, data_yaml, out_dir)
+    if resume is not None:
+        model = YOLO(str(resume[0]))
+        if resume[1] is not None:
+            # The best epoch may be behind the kill: its weights stay the candidate.
+            (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(resume[1], run_dir / "weights" / "best.pt")
+        # save_dir: the checkpoint names the killed process's folder, which is gone.
+        args |= {"resume": True, "save_dir": str(run_dir)}
+    else:
+        model = YOLO(params.model_yaml)
+        if warm_start is not None:
+            model.load(str(warm_start))
+        if getattr(model.model.model[-1], "one2one_cv2", None) is not None:  # type: ignore[union-attr]
+            # YOLO26's end-to-end head is what ships: validation (and so best.pt and a search's
+            # objective) scores it, not the one-to-many branch that only helps training. A resume
+            # keeps the checkpoint's setting.
+            args["nms"] = False
     history: list[dict[str, float]] = []
     started = [False]
 
@@ -228,20 +257,28 @@ def train_yolo(
         row |= {f"lr/pg{i}": float(g["lr"]) for i, g in enumerate(trainer.optimizer.param_groups)}
         history.append(row)
         if on_epoch is not None:
-            on_epoch(len(history), row)
+            on_epoch(trainer.epoch + 1, row)  # counted from the first epoch, resumed or not
+
+    def _saved(trainer: Any) -> None:
+        if on_checkpoint is not None:
+            improved = trainer.best_fitness == trainer.fitness and trainer.best.is_file()
+            on_checkpoint(trainer.epoch + 1, trainer.last, trainer.best if improved else None)
 
     model.add_callback("on_train_epoch_start", _epoch_start)
     model.add_callback("on_fit_epoch_end", _epoch_end)
+    model.add_callback("on_model_save", _saved)
     t0 = time.perf_counter()
-    result: Any = model.train(**ultralytics_train_args(params, data_yaml, out_dir))
+    result: Any = model.train(**args)
     seconds = time.perf_counter() - t0
-    run_dir = out_dir / "train"
     weights = run_dir / "weights" / "best.pt"
     if not weights.is_file():
         weights = run_dir / "weights" / "last.pt"
     final = {k: float(v) for k, v in (getattr(result, "results_dict", None) or {}).items()}
     last = history[-1] if history else {}
-    return TrainOutcome(weights, run_dir, final or last, len(history), seconds, history)
+    # Epochs behind the weights, those before a resume included.
+    trainer = getattr(model, "trainer", None)
+    epochs = int(trainer.epoch) + 1 if history and trainer is not None else len(history)
+    return TrainOutcome(weights, run_dir, final or last, epochs, seconds, history)
 
 
 def predict_yolo(
@@ -256,11 +293,15 @@ def predict_yolo(
     """Per image, (M, 6) ``[x1, y1, x2, y2, conf, cls]`` normalised to [0, 1].
 
     ``conf`` is low on purpose: mAP integrates over every confidence, as Ultralytics' val does.
+    A model with an end-to-end head (YOLO26) predicts with it, NMS-free, as its app files do
+    (``nms=False``; Ultralytics' default would use its one-to-many head and NMS).
     """
     prepare_ultralytics()
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
+    head = getattr(model.model, "model", [None])[-1]
+    end2end = {"nms": False} if getattr(head, "one2one_cv2", None) is not None else {}
     out: list[np.ndarray] = []
     dev = resolve_device(device)
     for i in range(0, len(images), batch):
@@ -274,6 +315,7 @@ def predict_yolo(
             max_det=300,
             rect=False,  # the square letterbox of the exported files, so parity is like for like
             verbose=False,
+            **end2end,
         )
         for r in results:
             b: Any = r.boxes

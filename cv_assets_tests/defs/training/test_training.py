@@ -18,12 +18,12 @@ from cv_assets.lib.tracking import runs as tracking
 from cv_assets.read_side import metadata_of, registry_for
 from cv_assets_tests.support.jobs import (
     QUIET,
-    TINY,
     check_named,
     ingest,
     materialized,
     train,
 )
+from cv_assets_tests.support.processes import training_workers
 
 pytestmark = pytest.mark.slow
 
@@ -182,38 +182,6 @@ def _stale(instance, defs, asset: str, partition: str) -> bool:
     return resolver.get_status(dg.AssetKey(asset), partition) == StaleStatus.STALE
 
 
-def test_hpo_sweep_trains_child_runs_and_gates_the_best(small_home, instance):
-    rc = QUIET | {
-        "ops": {
-            "yolo_model": {"config": TINY | {"search": {"trials": 2, "lr0": [0.001, 0.002]}}},
-            "model_evaluation": {"config": {"min_map50": 0.0}},
-        }
-    }
-    job = build_defs(small_home).resolve_job_def("hpo_sweep")
-    result = job.execute_in_process(instance=instance, run_config=rc)
-    assert result.success
-    model = materialized(result, "yolo_model")
-    assert model is not None and "| best" in str(model["search"])
-    c = tracking.client(small_home.mlflow_tracking_uri)
-    exp = tracking.experiment_id(c)
-    children = c.search_runs([exp], "tags.`mlflow.parentRunId` != ''")
-    assert len(children) == 2
-    assert {r.data.params["lr0"] for r in children} == {"0.001", "0.002"}
-    assert materialized(result, "champion_model") is not None
-
-
-def _workers() -> list[int]:
-    """Pids of training processes (``cv_assets.training_worker``) still alive."""
-    out = []
-    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if b"cv_assets.training_worker" in cmd.read_bytes():
-                out.append(int(cmd.parent.name))
-        except OSError:  # gone meanwhile
-            continue
-    return out
-
-
 def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
     small_home, instance, tmp_path
 ):
@@ -251,9 +219,9 @@ def test_sigkill_mid_training_leaves_registry_unchanged_and_next_run_succeeds(
     assert killed, "training finished before it could be killed"
     # The training process (Pipes) dies with the run worker that launched it.
     deadline = time.monotonic() + 10
-    while _workers() and time.monotonic() < deadline:
+    while training_workers() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _workers(), "the training process outlived the run worker that launched it"
+    assert not training_workers(), "the training process outlived the run worker that launched it"
     # A killed worker cannot report its end. What the daemon's run monitoring does for it (the
     # worker health check of LocalRunLauncher, then free_slots_after_run_end_seconds; tested
     # under the real daemon in test_crash_recovery.py), done here directly, without a daemon:

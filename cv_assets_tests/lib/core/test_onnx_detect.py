@@ -12,12 +12,20 @@ from PIL import Image
 from cv_assets.lib.core.onnx_detect import (
     ImageUnreadable,
     OnnxDetector,
+    decode,
+    is_end2end_output,
     letterbox,
     nms,
     postprocess,
+    postprocess_end2end,
     read_image,
 )
-from cv_assets_tests.support.models import constant_detector, head_output
+from cv_assets_tests.support.models import (
+    constant_detector,
+    constant_end2end_detector,
+    end2end_output,
+    head_output,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -54,6 +62,33 @@ def test_postprocess_suppresses_overlaps_of_one_class_only_and_filters_confidenc
     out = postprocess(head_output(boxes, scores), lb, conf=0.25)
     assert sorted(out[:, 5].tolist()) == [0, 2]  # the 0.8 duplicate and the 0.1 box are gone
     assert out[:, 4].max() == pytest.approx(0.9)
+
+
+def test_end2end_rows_above_confidence_are_kept_as_they_are_without_suppression():
+    _, lb = letterbox(np.zeros((100, 200, 3), np.uint8), 64)
+    # Two boxes of one class on one place: a one-to-one head means two objects, NMS would drop one.
+    rows = [(16, 24, 48, 40, 0.9, 1), (16, 24, 48, 40, 0.6, 1), (0, 0, 8, 8, 0.2, 2)]
+    out = postprocess_end2end(end2end_output(rows), lb, conf=0.25)
+    assert out.shape == (2, 6) and out[:, 4].tolist() == pytest.approx([0.9, 0.6])
+    # x 16..48, y 24..40 of the input is x 50..150, y 25..75 of the 200x100 original.
+    assert np.allclose(out[:, :4], [0.25, 0.25, 0.75, 0.75], atol=1e-6) and set(out[:, 5]) == {1}
+    assert len(postprocess_end2end(end2end_output(rows), lb, conf=0.1, max_det=1)) == 1
+    assert np.array_equal(decode(end2end_output(rows), lb, True, conf=0.25), out)
+
+
+def test_the_output_shape_tells_an_end2end_head_from_one_to_many():
+    assert is_end2end_output((1, 300, 6)) and is_end2end_output([1, 21, 6])
+    # Two classes make 6 rows of a one-to-many output: its anchors are the last axis (>= 21).
+    assert not is_end2end_output((1, 6, 8400)) and not is_end2end_output((1, 7, 84))
+
+
+def test_detector_of_an_end2end_file_reports_its_rows_without_nms(tmp_path):
+    for stamped in (True, False):  # Ultralytics' metadata says so; else the shape does
+        det = OnnxDetector(constant_end2end_detector(tmp_path / f"{stamped}.onnx", stamped=stamped))
+        assert det.end2end and det.imgsz == 32
+        out = det.detect(np.zeros((32, 32, 3), np.uint8))
+        assert out[:, 5].tolist() == [1, 1] and out[:, 4].tolist() == pytest.approx([0.9, 0.8])
+    assert not OnnxDetector(constant_detector(tmp_path / "m.onnx")).end2end
 
 
 def test_nms_keeps_highest_first_and_disjoint_boxes():

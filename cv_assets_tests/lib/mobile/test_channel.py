@@ -6,8 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cv_assets.lib.core.store import ArtifactStore
 from cv_assets.lib.mobile import channel as ch
+from cv_assets.lib.mobile import releases
 from cv_assets.lib.mobile.contract import io_contract
+from cv_assets.lib.tracking.registry import URI_TAGS
 
 pytestmark = pytest.mark.unit
 
@@ -61,6 +64,35 @@ def test_io_contract_states_the_model_cards_facts():
     assert c["output"]["shape"] == [1, 6, 8400] and c["output"]["nms_in_graph"] is False
     assert c["postprocess"]["nms"] == {"iou": 0.7, "class_wise": True}
     assert c["postprocess"]["confidence"] == 0.25 and c["classes"] == ["a", "b"]
+
+
+def test_io_contract_of_an_end_to_end_head_says_final_detections_and_no_nms():
+    e2e, v11 = io_contract(64, ["a", "b", "c"], end2end=True), io_contract(64, ["a", "b", "c"])
+    assert e2e["input"] == v11["input"] and e2e["classes"] == v11["classes"]
+    # 8^2 + 4^2 + 2^2 = 84 anchors at 64 px, so the head's top-k returns 84 rows; 300 at 640.
+    assert e2e["output"]["shape"] == [1, 84, 6] and e2e["output"]["end_to_end"] is True
+    assert io_contract(640, ["a"], end2end=True)["output"]["shape"] == [1, 300, 6]
+    assert "x1, y1, x2, y2 in input pixels, score, class" in e2e["output"]["format"]
+    assert e2e["postprocess"]["nms"] is None and e2e["postprocess"]["confidence"] == 0.25
+    assert "end_to_end" not in v11["output"] and v11["output"]["shape"] == [1, 7, 84]
+
+
+def test_a_version_tagged_end_to_end_is_published_with_the_end_to_end_contract(keys, tmp_path):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    tags = {"onnx_uri": store.put_bytes("mobile/k/model.onnx", b"onnx").uri,
+            "tflite_uri": store.put_bytes("mobile/k/model.tflite", b"tflite").uri,
+            "head_output": "end2end"}  # fmt: skip
+    src = releases.ReleaseSource.from_mobile("2", 64, ["a", "b", "c"], tags, URI_TAGS)
+    m = releases.publish(store, keys[0], "beta", src, now=T0)["manifest"]
+    assert m["contract"] == io_contract(64, ["a", "b", "c"], end2end=True)
+    shipped = {f["format"]: f for f in m["files"]}
+    lite = shipped["tflite"]["io"]["output"]
+    assert lite["end_to_end"] and lite["box_scale"] == 1 and lite["shape"] == [1, 84, 6]
+    assert "io" not in shipped["onnx_fp32"]
+    # A version registered before the tag existed is a one-to-many head's, as it was.
+    before = releases.ReleaseSource.from_mobile("1", 64, ["a"], tags | {"head_output": None},
+                                                URI_TAGS)  # fmt: skip
+    assert not before.end2end and not src.failed
 
 
 @pytest.mark.parametrize(

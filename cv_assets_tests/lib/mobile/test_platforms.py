@@ -93,6 +93,16 @@ def test_phone_files_carry_their_own_io_in_the_manifest():
     assert "(boxes, 80)" in ios["output"]["confidence"] and ios["output"]["nms_in_graph"]
 
 
+@pytest.mark.unit
+def test_an_end_to_end_heads_phone_files_give_final_detections_in_pixels():
+    lite = file_io("tflite_int8", 320, CLASSES, end2end=True)["io"]["output"]
+    assert lite["shape"] == [1, 300, 6] and lite["box_scale"] == 1 and lite["end_to_end"]
+    ios = file_io("mlpackage", 64, CLASSES, end2end=True)["io"]
+    assert ios["output"]["name"] == "detections" and ios["output"]["shape"] == [1, 84, 6]
+    assert not ios["output"]["nms_in_graph"] and "optional" not in ios["input"]
+    assert file_io("ort", 64, CLASSES, end2end=True) == {}
+
+
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory) -> Path:
     """A real YOLO11n checkpoint of three classes, untrained: conversion needs no training."""
@@ -155,5 +165,12 @@ def test_the_mlpackage_passes_its_structural_check_and_each_fact_can_fail(random
         bad = [why for ok, why in got if not ok]
         assert len(bad) == 1, (what, bad)
     assert "found 64x64" in next(w for ok, w in failed["input"] if not ok)
+    # Judged as an end-to-end head's package, the NMS pipeline is not the ML program alone.
+    as_e2e = platforms.coreml_checks(path, 64, CLASSES, META | {"end2end": True}, 0.25, 0.7)
+    bad = [why for ok, why in as_e2e if not ok]
+    assert any(
+        w.startswith("an ML program without Apple's NMS") and "(found pipeline)" in w for w in bad
+    )
+    assert any(w.startswith("one output 'detections' of shape (1, 84, 6)") for w in bad)
     with zipfile.ZipFile(path) as zf:
         assert json.loads(zf.read("model.mlpackage/Manifest.json"))["rootModelIdentifier"]

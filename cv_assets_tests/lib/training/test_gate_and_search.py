@@ -4,7 +4,7 @@ import pytest
 from cv_assets.lib.core.metrics import DetectionMetrics
 from cv_assets.lib.training.bootstrap import BootstrapResult
 from cv_assets.lib.training.gate import gate, shadow_verdict
-from cv_assets.lib.training.search import search_space
+from cv_assets.lib.training.search import grid_points
 from cv_assets.lib.training.train import cache_key
 from cv_assets.lib.training.yolo import TrainParams
 
@@ -54,15 +54,16 @@ def test_cache_key_depends_on_dataset_params_and_warm_start():
     assert cache_key("d1", p, None) != cache_key("d1", p, "abc")
 
 
-def test_grid_and_random_search_spaces():
+def test_grid_points_keep_their_order_fields_sorted_the_last_varying_fastest():
     space = {"lr0": [0.001, 0.002], "imgsz": [96, 128], "model_yaml": ["yolo11n.yaml"]}
-    grid = search_space("grid", 3, space)
-    assert len(grid) == 3 and grid[0] == {"imgsz": 96, "lr0": 0.001, "model_yaml": "yolo11n.yaml"}
-    rnd = search_space("random", 3, space, seed=1)
-    assert len(rnd) == 3 and rnd == search_space("random", 3, space, seed=1)
-    assert len({tuple(sorted(d.items())) for d in rnd}) == 3
-    with pytest.raises(ValueError, match="expected 'grid' or 'random'"):
-        search_space("bayes", 2, space)
+    grid = grid_points(space, 3)
+    assert grid == [
+        {"imgsz": 96, "lr0": 0.001, "model_yaml": "yolo11n.yaml"},
+        {"imgsz": 96, "lr0": 0.002, "model_yaml": "yolo11n.yaml"},
+        {"imgsz": 128, "lr0": 0.001, "model_yaml": "yolo11n.yaml"},
+    ]
+    assert len(grid_points(space, 10)) == 4  # the whole grid, never more
+    assert grid_points({"imgsz": [64, 64]}, 5) == [{"imgsz": 64}]  # a value listed twice: once
 
 
 def _shadow(challenger: float, champion: float | None) -> dict:
